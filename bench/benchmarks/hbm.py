@@ -1,0 +1,214 @@
+"""HBM (or DRAM, in CPU mode) bandwidth: copy, read-only, write-only and triad, Triton and PyTorch.
+
+Sweep: working-set sizes from well inside the last-level cache (L2 on GPU, LLC on CPU) to ≥ 8× it, so the
+curve shows the cache cliff. One point = (dtype, working set): a single random buffer of that size is carved
+into the arrays each op needs, so every op at a point touches the same number of bytes.
+
+Accounting (stated once, here): with N = bytes of one array, copy moves 2N (read + write), read N,
+write N, triad 3N. nvbandwidth counts a copy's bytes once; rooflab counts read + written, like BabelStream.
+
+Peak memory bandwidth = best median among all timed kernels whose working set is ≥ 8× the cache. The copy
+figure is reported beside it (on Hopper read-only streams reach ~93–95% of spec, copies ~83–87%).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench import checks
+from bench.measurement import Check, Measurement, measured
+from bench.registry import RunContext
+
+CACHE_MULTIPLE_FOR_PEAK = 8
+DTYPES = ("float32", "bfloat16")
+INTERP_ELEMENTS = 10_007  # odd, not a multiple of any block: exercises the masks
+READ_TOL = 1e-5  # |sum − ref| ≤ tol × Σ|x| with fp32 accumulation
+
+
+def _ws_sizes(cache: int, is_cuda: bool, quick: bool) -> list[int]:
+    """Working-set sizes (bytes): powers of two from cache/16 up, ending at the first size ≥ 8× cache
+    (on GPU at least 2 GiB, past every L2 there is). Quick sweeps keep every other size (every third on
+    CPU), always keeping the largest: the one the peak comes from."""
+    lo = 1 << max(16, math.floor(math.log2(max(1, cache // 16))))
+    top = CACHE_MULTIPLE_FOR_PEAK * cache
+    top = -(-top // (1 << 20)) * (1 << 20)  # round up to whole MiB
+    if is_cuda:
+        top = max(top, 1 << 31)
+    sizes, s = [], lo
+    while s * 1.5 < top:  # a power of two just below the top would duplicate it
+        sizes.append(s)
+        s <<= 1
+    sizes.append(top)
+    if quick:
+        step = 2 if is_cuda else 3
+        sizes = sorted(set(sizes[::-step]))
+    return sizes
+
+
+RANDOM_PERIOD = (1 << 22) + 1  # odd: a shifted or strided access cannot line up with the repetition
+
+
+def _random_buffer(n: int, dtype: torch.dtype, device: str, gen: torch.Generator) -> torch.Tensor:
+    """Random normal data with mean 1. On CPU, drawing gigabytes of normals takes longer than the
+    benchmark, so a random block of odd length is tiled: still random and non-constant everywhere."""
+    if device != "cpu" or n <= RANDOM_PERIOD:
+        return checks.random_tensor(n, dtype, device, gen, scale=0.5).add_(1.0)
+    block = checks.random_tensor(RANDOM_PERIOD, dtype, device, gen, scale=0.5).add_(1.0)
+    out = torch.empty(n, dtype=dtype, device=device)
+    for lo in range(0, n, RANDOM_PERIOD):
+        hi = min(n, lo + RANDOM_PERIOD)
+        out[lo:hi] = block[: hi - lo]
+    return out
+
+
+class HBMBenchmark:
+    name = "hbm"
+    title = "Memory bandwidth (copy, read, write, triad)"
+
+    def sweep(self, ctx: RunContext) -> list[dict]:
+        t = ctx.target
+        sizes = _ws_sizes(t.cache_bytes, t.is_cuda, ctx.quick)
+        cap = t.memory_bytes // 4 if t.memory_bytes else sizes[-1]  # leave room for checks
+        pts = []
+        for dt in DTYPES:
+            for ws in sizes:
+                if ws > cap:
+                    continue
+                if not t.is_cuda and ctx.quick and dt != "float32":
+                    continue  # quick CPU: fp32 only (torch's bf16 CPU reduction crawls at ~1 GB/s)
+                pts.append({"dtype": dt, "working_set_bytes": ws})
+        return pts
+
+    def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
+        from kernels import hbm as K
+
+        t = ctx.target
+        dtype = checks.DTYPES[point["dtype"]]
+        ws = int(point["working_set_bytes"])
+        esize = torch.empty((), dtype=dtype).element_size()
+        gen = checks.generator(t.torch_device, ctx.seed_for(point))
+        # one random buffer (mean 1, so sums are well conditioned), carved per op
+        buf = _random_buffer(ws // esize, dtype, t.torch_device, gen)
+        scalar = 0.4 + torch.rand((), generator=checks.generator("cpu", ctx.seed_for(point))).item()
+        out: list[Measurement] = []
+        multiple = ws / t.cache_bytes
+        cache = (f"working set {multiple:.1f}x cache" + (" (>= 8x: counts for the peak)"
+                 if multiple >= CACHE_MULTIPLE_FOR_PEAK else " (inside or near cache: curve only)"))
+        common = dict(benchmark=self.name, device=t.name, cache=cache)
+
+        for op in K.OPS:
+            reads, writes = K.ARRAYS[op]
+            n = ws // esize // (reads + writes)
+            arrs = [buf[i * n:(i + 1) * n] for i in range(reads + writes)]
+            nbytes = K.bytes_moved(op, n, esize)
+            params = {"op": op, "dtype": point["dtype"], "working_set_bytes": ws, "array_bytes": n * esize}
+            fns = self._fns(K, op, arrs, scalar, t.is_cuda)
+            for impl in ("triton", "torch"):
+                interp = impl == "triton" and t.triton_interpreted
+                if interp:  # correctness only, on a small odd size with its own fresh data
+                    chk = self._check_small(K, op, dtype, t.torch_device, gen, scalar)
+                    out.append(measured(kernel=op, impl=impl, params=params, mode="interpreter",
+                                        timing=None, bytes=nbytes, check=chk, **common))
+                    continue
+                run, result, ref_chunk, tol = fns[impl]
+                chk = self._check(op, run, result, ref_chunk, tol, arrs)
+                timing = ctx.time(run) if chk.passed else None
+                mode = "cuda" if t.is_cuda else "cpu"
+                out.append(measured(kernel=op, impl=impl, params=params, mode=mode, timing=timing,
+                                    bytes=nbytes, check=chk, **common))
+        del buf
+        return out
+
+    # -- kernels, their checks -------------------------------------------------------------------
+    @staticmethod
+    def _fns(K, op, arrs, scalar, on_gpu):
+        """impl -> (callable to time, output getter, float64 reference by chunk, tolerance)."""
+        tol = checks.tolerance(arrs[0].dtype)
+        if op == "copy":
+            src, dst = arrs
+            ref = lambda lo, hi: src[lo:hi].double()  # noqa: E731
+            return {"triton": (lambda: K.triton_copy(src, dst), lambda: dst, ref, 0.0),
+                    "torch": (lambda: K.torch_copy(src, dst), lambda: dst, ref, 0.0)}
+        if op == "write":
+            (dst,) = arrs
+            val = torch.tensor(scalar, dtype=dst.dtype).item()  # the value as the dtype stores it
+            ref = lambda lo, hi: torch.full((hi - lo,), val, dtype=torch.float64)  # noqa: E731
+            return {"triton": (lambda: K.triton_write(dst, scalar), lambda: dst, ref, 0.0),
+                    "torch": (lambda: K.torch_write(dst, scalar), lambda: dst, ref, 0.0)}
+        if op == "triad":
+            b, c, a = arrs
+            ref = lambda lo, hi: b[lo:hi].double() + scalar * c[lo:hi].double()  # noqa: E731
+            return {"triton": (lambda: K.triton_triad(a, b, c, scalar), lambda: a, ref, tol),
+                    "torch": (lambda: K.torch_triad(a, b, c, scalar), lambda: a, ref, tol)}
+        (src,) = arrs
+        progs, _ = K.read_programs(src.numel(), on_gpu)
+        partial = torch.empty(progs, dtype=torch.float32, device=src.device)
+        box: dict = {}
+        tri = lambda: box.__setitem__("r", K.triton_read(src, partial))  # noqa: E731
+        tor = lambda: box.__setitem__("r", K.torch_read(src))  # noqa: E731
+        return {"triton": (tri, lambda: box["r"], None, READ_TOL),
+                "torch": (tor, lambda: box["r"], None, READ_TOL)}
+
+    @staticmethod
+    def _check(op, run, result, ref_chunk, tol, arrs) -> Check:
+        if op == "read":
+            src = arrs[0]
+            run()
+            got = float(result())
+            ref = l1 = 0.0
+            for lo in range(0, src.numel(), 1 << 24):  # chunked: no float64 copy of a huge array
+                c = src[lo:lo + (1 << 24)].double()
+                ref += c.sum().item()
+                l1 += c.abs().sum().item()
+            err = abs(got - ref) / l1
+            ok = math.isfinite(got) and err <= tol
+            return Check(passed=ok, rel_err=err, tol=tol, reference="float64 sum (error relative to sum |x|)",
+                         detail="" if ok else f"sum {got} vs {ref}: error {err:.3g} x sum|x| > {tol:g}")
+        checks.poison(result())
+        run()
+        return checks.compare_chunked(result(), ref_chunk, tol, reference="float64 " + op)
+
+    def _check_small(self, K, op, dtype, device, gen, scalar) -> Check:
+        n = INTERP_ELEMENTS
+        reads, writes = K.ARRAYS[op]
+        arrs = [checks.random_tensor(n, dtype, device, gen, scale=0.5).add_(1.0) for _ in range(reads + writes)]
+        run, result, ref_chunk, tol = self._fns(K, op, arrs, scalar, on_gpu=False)["triton"]
+        return self._check(op, run, result, ref_chunk, tol, arrs)
+
+    # -- profile contribution ----------------------------------------------------------------------
+    def summarize(self, measurements: list[Measurement], device: dict) -> dict:
+        cache = device.get("cache_bytes") or 1
+        curve, best, best_copy = [], None, None
+        for m in measurements:
+            if not m.timed or m.bandwidth_Bps is None:
+                continue
+            ws = int(m.params["working_set_bytes"])
+            beyond = ws >= CACHE_MULTIPLE_FOR_PEAK * cache
+            curve.append({
+                "op": m.kernel, "impl": m.impl, "dtype": m.params["dtype"], "working_set_bytes": ws,
+                "bandwidth_Bps": m.bandwidth_Bps, "median_s": m.timing.median_s,
+                "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "beyond_cache": beyond,
+            })
+            if beyond:
+                if best is None or m.bandwidth_Bps > best.bandwidth_Bps:
+                    best = m
+                if m.kernel == "copy" and (best_copy is None or m.bandwidth_Bps > best_copy.bandwidth_Bps):
+                    best_copy = m
+        curve.sort(key=lambda r: (r["op"], r["impl"], r["dtype"], r["working_set_bytes"]))
+        peaks: dict = {}
+        if best is not None:
+            peaks["memory_bandwidth_Bps"] = best.bandwidth_Bps
+            peaks["memory_bandwidth_source"] = _label(best)
+        if best_copy is not None:
+            peaks["copy_bandwidth_Bps"] = best_copy.bandwidth_Bps
+            peaks["copy_bandwidth_source"] = _label(best_copy)
+        return {"peaks": peaks, "curves": {"hbm": curve}}
+
+
+def _label(m: Measurement) -> str:
+    return (f"{m.impl} {m.kernel} {m.params['dtype']} at working set "
+            f"{int(m.params['working_set_bytes']) / 2**20:.0f} MiB")
+
+
+BENCHMARK = HBMBenchmark()

@@ -1,0 +1,190 @@
+"""One typed record per measured (benchmark, kernel, parameters) point, and the JSONL log of them.
+
+``measurements.jsonl`` is appended one line per point as soon as the point finishes and is fsync'ed, so a
+run killed at any moment keeps everything it finished. Reading tolerates a torn last line (a kill during
+the write) and skips it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .timing import Timing
+
+Status = Literal["ok", "failed", "skipped"]
+# cuda: timed on the GPU. cpu: a PyTorch kernel timed on the CPU (a real CPU number).
+# interpreter: a Triton kernel run by TRITON_INTERPRET=1, checked for correctness only, never timed.
+Mode = Literal["cuda", "cpu", "interpreter"]
+
+ParamValue = int | float | str | bool | None
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def point_key(benchmark: str, params: dict[str, Any]) -> str:
+    """Stable identity of a sweep point, used to resume a run (same params → same key)."""
+    return benchmark + ":" + json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+class Check(BaseModel):
+    """Result of comparing the kernel's output with a reference before anything is timed."""
+
+    model_config = ConfigDict(extra="forbid")
+    passed: bool
+    rel_err: float | None = None  # ‖out − ref‖ / ‖ref‖
+    tol: float | None = None
+    reference: str = ""  # what the output was compared with
+    detail: str = ""
+
+
+class TimingRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    median_s: float
+    min_s: float
+    max_s: float
+    mean_s: float
+    p10_s: float
+    p90_s: float
+    n: int
+    total_s: float
+    clock: str
+    spread: float
+    noisy: bool
+
+    @classmethod
+    def of(cls, t: Timing) -> "TimingRecord":
+        return cls(**t.as_dict())
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    benchmark: str
+    kernel: str  # e.g. "copy", "matmul", "decode"
+    impl: str  # e.g. "triton", "torch"
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    key: str = ""  # point_key(benchmark, point params): all records of one sweep point share it
+    status: Status = "ok"
+    reason: str | None = None  # why failed / skipped
+    mode: Mode
+    device: str = ""
+    timing: TimingRecord | None = None
+    bytes: int | None = None  # bytes the operation must move, by the benchmark's stated formula
+    flop_count: int | None = None  # floating-point operations, by the benchmark's stated formula
+    bandwidth_Bps: float | None = None  # bytes / median time
+    flops: float | None = None  # FLOP/s: flop_count / median time
+    check: Check | None = None
+    cache: str | None = None  # how caches were kept out: "working set 8x L2", "flush L2", "rotate 4 sets"
+    telemetry: dict[str, Any] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    created: str = Field(default_factory=utc_now)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def timed(self) -> bool:
+        """A hardware number: measured on CUDA or timed on the CPU, never the interpreter."""
+        return self.status == "ok" and self.timing is not None and self.mode != "interpreter"
+
+
+def measured(
+    *,
+    benchmark: str,
+    kernel: str,
+    impl: str,
+    params: dict[str, ParamValue],
+    mode: Mode,
+    device: str,
+    timing: Timing | None,
+    bytes: int | None = None,
+    flop_count: int | None = None,
+    check: Check | None = None,
+    cache: str | None = None,
+    key: str = "",
+    **extra: Any,
+) -> Measurement:
+    """Build a Measurement, deriving bandwidth and FLOP/s from the stated counts and the median time."""
+    if mode == "interpreter" and timing is not None:
+        raise ValueError("interpreter runs are for correctness only: they carry no timing")
+    bw = fl = None
+    if timing is not None and timing.median_s > 0:
+        bw = bytes / timing.median_s if bytes is not None else None
+        fl = flop_count / timing.median_s if flop_count is not None else None
+    status: Status = "ok" if check is None or check.passed else "failed"
+    return Measurement(
+        benchmark=benchmark,
+        kernel=kernel,
+        impl=impl,
+        params=params,
+        key=key,
+        status=status,
+        reason=None if status == "ok" else f"correctness check failed: {check.detail or check.rel_err}",
+        mode=mode,
+        device=device,
+        timing=TimingRecord.of(timing) if timing is not None and status == "ok" else None,
+        bytes=bytes,
+        flop_count=flop_count,
+        bandwidth_Bps=bw if status == "ok" else None,
+        flops=fl if status == "ok" else None,
+        check=check,
+        cache=cache,
+        extra=extra,
+    )
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN/inf: store them as null rather than writing invalid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def append(path: str | Path, records: Iterable[Measurement]) -> None:
+    """Append records as JSON lines and fsync, so a killed run keeps every finished point."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(_finite(r.model_dump(mode="json")), allow_nan=False) + "\n" for r in records)
+    if not lines:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        # a torn last line from an earlier kill would glue onto ours: start on a fresh line
+        if f.tell() > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write("\n")
+        f.write(lines)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read(path: str | Path) -> list[Measurement]:
+    """Read a measurements.jsonl, skipping torn or malformed lines (a kill mid-write leaves one)."""
+    out: list[Measurement] = []
+    path = Path(path)
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(Measurement.model_validate_json(line))
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,1 @@
+"""Reports rendered from a profile and its measurements (never from live state)."""

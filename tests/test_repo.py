@@ -1,0 +1,33 @@
+"""The repository's promises: the README's commands and CI stay in step."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def test_readme_opens_with_two_commands():
+    head = (ROOT / "README.md").read_text().splitlines()[:6]
+    assert any("rooflab run" in line for line in head)
+    assert any("pytest" in line for line in head)
+    assert len(_readme_commands()) == 2
+
+
+def test_ci_runs_the_readme_test_command():
+    test_cmd = _readme_commands()[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines()
+    assert "torch==2.13.0" in ci
+
+
+def test_workflows_are_valid_yaml():
+    yaml = pytest.importorskip("yaml")
+    for wf in (ROOT / ".github" / "workflows").glob("*.yml"):
+        doc = yaml.safe_load(wf.read_text())
+        assert "jobs" in doc and doc["jobs"], wf
