@@ -157,6 +157,12 @@ def _summary(con, res) -> None:
     con.print(f"wrote {res.out_dir / 'profile.json'}, {res.out_dir / 'report.md'}, {res.out_dir / 'measurements.jsonl'}")
 
 
+# Further commands live in their own modules and register themselves on `app` when imported here.
+# One import line per module; keep this list sorted.
+# (issue 6: bench.cli_profiles — profile/roofline/compare; issue 7: bench.cli_report; issue 9: bench.cli_doctor;
+#  issue 11: bench.cli_validate)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every user-facing error into one line + exit code."""
     args = sys.argv[1:] if argv is None else argv

@@ -67,8 +67,10 @@ class HBMPoint(_Model):
 
 class Curves(_Model):
     hbm: list[HBMPoint] = Field(default_factory=list)
-    # further benchmark curves (matmul, decode, all-to-all, ...) get their own typed lists here
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    # Each benchmark owns one list here; replace `list[dict]` by its own typed point model.
+    matmul: list[dict[str, Any]] = Field(default_factory=list)  # gemm benchmark (issue 3)
+    decode: list[dict[str, Any]] = Field(default_factory=list)  # decode attention benchmark (issue 4)
+    all_to_all: list[dict[str, Any]] = Field(default_factory=list)  # MoE all-to-all benchmark (issue 5)
 
 
 class RunInfo(_Model):
@@ -93,6 +95,12 @@ class Profile(_Model):
     run: RunInfo | None = None
     peaks: Peaks = Field(default_factory=Peaks)
     curves: Curves = Field(default_factory=Curves)
+    # Sections owned by later benchmarks/features; each replaces its loose type with a typed model.
+    interconnect: dict[str, Any] | None = None  # all-to-all / all-reduce (issues 5, 14)
+    overheads: dict[str, Any] | None = None  # launch / graph / sync costs (issue 14)
+    host_link: dict[str, Any] | None = None  # host<->device copies (issue 14)
+    local: dict[str, Any] | None = None  # single-GPU MoE permute / grouped GEMM numbers (issue 5)
+    telemetry: dict[str, Any] | None = None  # run-level NVML summary (issue 9)
 
 
 class ProfileError(ValueError):
