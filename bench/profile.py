@@ -152,9 +152,11 @@ def from_measurements(measurements: list[Measurement], device: DeviceInfo, run: 
     from . import registry
 
     data: dict[str, Any] = {}
-    dev = device.model_dump()
     for bname in run.benchmarks:
         mine = [m for m in measurements if m.benchmark == bname]
+        # `device` also carries the peaks summarised so far (benchmarks run in registry order, hbm first),
+        # so e.g. decode attention can state its bandwidth as a fraction of the measured HBM peak.
+        dev = {**device.model_dump(), "peaks": dict(data.get("peaks", {}))}
         _deep_merge(data, registry.get(bname).summarize(mine, dev))
     counts = {s: sum(1 for m in measurements if m.status == s) for s in ("ok", "failed", "skipped")}
     run = run.model_copy(update={
