@@ -1,0 +1,404 @@
+"""Dense matmul FLOP/s per dtype: the compute ceiling of the roofline, and the efficiency by shape below it.
+
+C = A @ B with A (M, K) row-major and B (K, N) the transpose of an nn.Linear weight (N, K) — the layout of
+LLM inference. Kernels (``kernels/gemm.py``): ``torch.matmul`` (cuBLAS on GPU, the CPU BLAS on CPU), fp8
+e4m3 through ``torch._scaled_mm`` (per-tensor scales, bf16 output), and a tiled Triton kernel.
+
+Dtypes (profile names): "float32" (true fp32: cuBLAS TF32 switched off around our calls), "tf32" (fp32
+tensors, TF32 tensor cores), "bfloat16", "float16", "float8_e4m3fn". A dtype the device cannot run is
+recorded once as skipped, with the reason.
+
+Families of points (each point = one dtype and one (M, N, K)):
+* ``square``: M = N = K across sizes, so the curve shows where the matrix units fill up;
+* ``llm``: M = batch tokens (1 … 8192) × the (N, K) of real layers (a 7/8B model's attention and MLP
+  projections, a 70B model's MLP), so the roofline model can look up efficiency at small batch;
+* ``mamf``: the maximum-achievable-matmul-FLOP/s search: a grid of large M, N, K with the library path;
+* ``edge``: small odd shapes for the Triton kernel's edge masks; correctness only (the interpreter on CPU).
+
+Accounting (stated once, here): FLOPs = 2·M·N·K (one multiply and one add per term). Bytes = A and B read
+once plus C written once (M·K + K·N + M·N elements at their sizes): the least any kernel must move, so
+FLOPs / bytes is the shape's arithmetic intensity.
+
+Method: inputs are random normal (never zeros: tensor cores draw less power on zeros), scaled by K^-1/4 so
+C is O(1) whatever K; each kernel's output is poisoned, computed once and compared with a float64 reference
+(fp8: float64 of the dequantised fp8 inputs) by relative Frobenius error before anything is timed. On GPU
+the L2 is flushed before every timed repetition (``L2Flusher``); on CPU, inputs smaller than 2× the
+last-level cache are rotated among copies that together exceed it. Triton under the interpreter is checked,
+never timed.
+
+Peak per dtype = the best median FLOP/s over every timed point of that dtype (all families, all impls), with
+the shape and kernel that reached it; the curve gives each point's efficiency relative to that peak.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench import checks
+from bench.measurement import Measurement, measured
+from bench.registry import RunContext
+from bench.timing import L2Flusher
+
+DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
+TRITON_DTYPES = ("float32", "tf32", "bfloat16", "float16")
+CPU_DTYPES = ("float32", "bfloat16", "float16")  # what the CPU BLAS runs (no TF32, no fp8)
+LLM_BATCH = (1, 8, 32, 128, 512, 2048, 8192)
+# (N, K) of real layers (C = X @ Wᵀ with W of shape (N, K)) and what they are.
+LLM_LAYERS = {
+    (4096, 4096): "Llama-3-8B attn q/o proj",
+    (14336, 4096): "Llama-3-8B MLP up/gate",
+    (4096, 14336): "Llama-3-8B MLP down",
+    (8192, 28672): "Llama-3-70B MLP down",
+}
+EDGE_SHAPES = ((67, 45, 93), (1, 70, 64), (33, 130, 17))
+# Fixed Triton config for edge shapes on GPU: correctness of the masks without an autotune per odd shape.
+EDGE_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 4, "num_warps": 4, "num_stages": 3}
+MAMF_H100_BEST = (6144, 17920, 2816)  # mamf-finder's best bf16 shape on H100: always part of the GPU search
+FP32_EPS = 2.0**-23
+MAX_ROTATION_SETS = 64
+
+# Sizes per (device, sweep). GPU quick stays within ~2 minutes on an H100 including autotune.
+_SQUARES = {
+    ("cuda", True): (1024, 4096, 8192),
+    ("cuda", False): (256, 512, 1024, 2048, 4096, 8192, 16384),
+    ("cpu", True): (256, 1024, 2048),
+    ("cpu", False): (256, 512, 1024, 2048, 4096),
+}
+
+
+def flop_count(M: int, N: int, K: int) -> int:
+    """Floating-point operations of C = A @ B: 2·M·N·K."""
+    return 2 * M * N * K
+
+
+def bytes_moved(M: int, N: int, K: int, in_size: int, out_size: int) -> int:
+    """Least bytes through memory: A (M×K) and B (K×N) read once, C (M×N) written once."""
+    return (M * K + K * N) * in_size + M * N * out_size
+
+
+def tolerance(dtype: str, K: int) -> float:
+    """Allowed ‖C − ref‖ / ‖ref‖: the dtype's tolerance (bench.checks), widened for long sums.
+
+    Every path accumulates in fp32; a sequential fp32 sum of K random terms has a relative error of about
+    0.15·ε·√K (ε = 2^-23), which passes 1e-6 near K = 4096. The bound ½·ε·√K keeps a 3× margin over that,
+    so a correct fp32 kernel with a long K still passes while any indexing error (O(1)) fails.
+    """
+    return max(checks.tolerance(dtype), 0.5 * FP32_EPS * math.sqrt(max(K, 1)))
+
+
+def _cap(target) -> tuple[int, int]:
+    return target.capability or (0, 0)
+
+
+def torch_support(dtype: str, target) -> tuple[bool, str]:
+    """Can the library path run ``dtype`` here? (False, reason) when not."""
+    from kernels import gemm as K
+
+    if dtype == "float8_e4m3fn":
+        ok, why = target.supports_fp8()
+        return (ok, why) if not ok else K.fp8_available()
+    sm = "sm_" + "".join(map(str, _cap(target)))
+    if dtype == "tf32":
+        if not target.is_cuda:
+            return False, "tf32 is a CUDA tensor-core mode (the CPU BLAS has none)"
+        if _cap(target) < (8, 0):
+            return False, f"tf32 needs compute capability >= 8.0 (this GPU is {sm})"
+    if dtype == "bfloat16" and target.is_cuda and _cap(target) < (8, 0):
+        return False, f"bfloat16 matmul needs compute capability >= 8.0 (this GPU is {sm})"
+    return True, ""
+
+
+def triton_support(dtype: str, target) -> tuple[bool, str]:
+    if dtype == "float8_e4m3fn":
+        return False, "no Triton fp8 kernel in rooflab: fp8 is measured through torch._scaled_mm"
+    if target.is_cuda and dtype in ("tf32", "bfloat16") and _cap(target) < (8, 0):
+        return False, f"Triton {dtype} dot needs compute capability >= 8.0"
+    return True, ""
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    return torch.float32 if dtype == "tf32" else getattr(torch, dtype)
+
+
+def _library(dtype: str, on_gpu: bool) -> str:
+    if not on_gpu:
+        return "CPU BLAS (torch.matmul)"
+    if dtype == "float8_e4m3fn":
+        return "cuBLASLt (torch._scaled_mm, per-tensor scales, bf16 out)"
+    if dtype == "tf32":
+        return "cuBLAS TF32 (torch.matmul, allow_tf32)"
+    return "cuBLAS (torch.matmul)"
+
+
+def _footprint(M: int, N: int, K: int, dtype: str) -> int:
+    """Device bytes a point needs: operands, output, and the float64 copies of the reference."""
+    e = 1 if dtype == "float8_e4m3fn" else _torch_dtype(dtype).itemsize
+    return (M * K + K * N) * (e + 4 + 8) + M * N * (4 + 8 + 8)
+
+
+class GemmBenchmark:
+    name = "gemm"
+    title = "Dense matmul FLOP/s (per dtype, shape sweep, maximum achievable)"
+
+    # -- the sweep ------------------------------------------------------------------------------------
+    def sweep(self, ctx: RunContext) -> list[dict]:
+        t = ctx.target
+        gpu, quick = t.is_cuda, ctx.quick
+        squares = _SQUARES[(t.backend, quick)]
+        pts: list[dict] = []
+
+        def add(family, dtype, M, N, K, impls):
+            if _footprint(M, N, K, dtype) > (t.memory_bytes or 1 << 62) // 2:
+                return  # does not fit with its reference: left out (only on small devices)
+            pts.append({"family": family, "dtype": dtype, "M": M, "N": N, "K": K, "impls": impls})
+
+        torch_ok = {dt: torch_support(dt, t)[0] for dt in DTYPES}
+        for dt in DTYPES:  # a dtype the device cannot run: one point, recorded as skipped with its reason
+            if not torch_ok[dt]:
+                both = dt in TRITON_DTYPES and not triton_support(dt, t)[0]
+                add("square", dt, squares[0], squares[0], squares[0], "torch,triton" if both else "torch")
+
+        # Squares. Triton is timed on GPU only (on CPU the interpreter checks it on the edge shapes).
+        tri_square = ("bfloat16",) if quick else TRITON_DTYPES
+        for dt in DTYPES if gpu else CPU_DTYPES:
+            if not torch_ok[dt]:
+                continue
+            sizes = squares
+            if not gpu and dt != "float32":  # the CPU's 16-bit BLAS is slower: fewer, smaller sizes
+                sizes = (1024,) if quick else [s for s in squares if s <= 2048]
+            for s in sizes:
+                add("square", dt, s, s, s, "torch,triton" if gpu and dt in tri_square else "torch")
+
+        # LLM shapes (batch tokens x real layers) and the MAMF search, library path (+ Triton bf16 in full).
+        if gpu:
+            half = "bfloat16" if torch_ok["bfloat16"] else "float16"  # pre-Ampere: fp16 stands in
+            big_dtypes = (half, "float8_e4m3fn") if quick else DTYPES
+            layers, batches = list(LLM_LAYERS), LLM_BATCH
+        else:
+            big_dtypes = ("float32",) if quick else CPU_DTYPES
+            layers, batches = list(LLM_LAYERS)[:1 if quick else 3], LLM_BATCH[:4 if quick else 5]
+        for dt in big_dtypes:
+            if not torch_ok[dt]:
+                continue
+            for (N, K) in layers:
+                for M in batches:
+                    add("llm", dt, M, N, K, "torch,triton" if gpu and not quick and dt == "bfloat16" else "torch")
+        for dt in DTYPES if gpu else big_dtypes:
+            if not torch_ok[dt]:
+                continue
+            for (M, N, K) in self._mamf_shapes(gpu, quick, dt):
+                add("mamf", dt, M, N, K, "torch")
+
+        # Edge shapes for the Triton kernel's masks: every Triton dtype, correctness only.
+        edge = EDGE_SHAPES if (not gpu or not quick) else EDGE_SHAPES[:1]
+        for dt in TRITON_DTYPES:
+            if not triton_support(dt, t)[0]:
+                continue
+            for (M, N, K) in edge:
+                add("edge", dt, M, N, K, "triton")
+        return pts
+
+    @staticmethod
+    def _mamf_shapes(gpu: bool, quick: bool, dtype: str) -> list[tuple[int, int, int]]:
+        if gpu:
+            if quick or dtype == "float32":  # true fp32 is ~15x slower: its grid stays small
+                grid = [(m, n, k) for m in (4096, 8192) for n in (8192, 16384) for k in (4096, 8192)]
+            else:
+                big = (4096, 6144, 8192, 12288, 16384)
+                grid = [(m, n, k) for m in big for n in big for k in (2048, 4096, 8192, 16384)]
+            return grid + [MAMF_H100_BEST]
+        if quick:
+            return [(3072, 3072, 2048), (2048, 2048, 4096)]
+        if dtype == "float32":
+            return [(m, n, k) for m in (2048, 3072, 4096) for n in (2048, 3072, 4096) for k in (2048, 4096)]
+        return [(3072, 3072, 2048), (2048, 2048, 4096)]
+
+    # -- one point ------------------------------------------------------------------------------------
+    def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
+        t = ctx.target
+        dt, family = point["dtype"], point["family"]
+        M, N, K = int(point["M"]), int(point["N"]), int(point["K"])
+        impls = [i for i in str(point.get("impls", "torch")).split(",") if i]
+        params = {"family": family, "dtype": dt, "M": M, "N": N, "K": K}
+        common = dict(benchmark=self.name, kernel="matmul", device=t.name)
+        out: list[Measurement] = []
+
+        supported = {"torch": torch_support(dt, t), "triton": triton_support(dt, t)}
+        for impl in impls:
+            ok, why = supported[impl]
+            if not ok:
+                mode = t.triton_mode if impl == "triton" else t.backend
+                out.append(Measurement(params=params, impl=impl, status="skipped", reason=why, mode=mode,
+                                       extra={"library": _library(dt, t.is_cuda) if impl == "torch" else "Triton"},
+                                       **common))
+        runnable = [i for i in impls if supported[i][0]]
+        if not runnable:
+            return out
+        if family == "edge":
+            return out + [self._check_triton_only(ctx, point, params, common)]
+
+        data = self._inputs(ctx, point, M, N, K, dt)
+        flops = flop_count(M, N, K)
+        nbytes = bytes_moved(M, N, K, data["in_size"], data["out_size"])
+        for impl in runnable:
+            if impl == "triton" and t.triton_interpreted:
+                continue  # never timed in the interpreter: the edge points check it
+            out.append(self._check_and_time(ctx, impl, dt, data, params, common, flops, nbytes))
+        return out
+
+    def _inputs(self, ctx: RunContext, point: dict, M: int, N: int, K: int, dt: str) -> dict:
+        """Fresh random operands (B as the transpose of a weight), their float64 reference, an output."""
+        from kernels import gemm as Kg
+
+        t = ctx.target
+        dev = t.torch_device
+        gen = checks.generator(dev, ctx.seed_for(point))
+        if dt == "float8_e4m3fn":
+            a_q, sa = Kg.quantize_fp8(checks.random_tensor((M, K), torch.float32, dev, gen))
+            w_q, sb = Kg.quantize_fp8(checks.random_tensor((N, K), torch.float32, dev, gen))
+            b_q = w_q.t()
+            ref = torch.matmul(a_q.double() * sa.double(), b_q.double() * sb.double())
+            return {"a": a_q, "b": b_q, "scale_a": sa, "scale_b": sb, "ref": ref, "in_size": 1, "out_size": 2}
+        tdt = _torch_dtype(dt)
+        scale = K ** -0.25  # C = Σ_K a·b has variance K·scale⁴ = 1: no overflow in fp16 at any K
+        a = checks.random_tensor((M, K), tdt, dev, gen, scale=scale)
+        w = checks.random_tensor((N, K), tdt, dev, gen, scale=scale)
+        ref = Kg.reference(a, w.t())
+        return {"a": a, "b": w.t(), "ref": ref, "in_size": a.element_size(), "out_size": a.element_size()}
+
+    def _rotation(self, ctx: RunContext, data: dict, out0: torch.Tensor) -> tuple[list[tuple], str]:
+        """Input sets to rotate through and the Measurement's cache note.
+
+        GPU: one set, L2 flushed before each repetition. CPU: when a set is smaller than 2× the last-level
+        cache, copies of it (distinct memory, same data) are cycled so no repetition finds its inputs cached.
+        """
+        t = ctx.target
+        a, b = data["a"], data["b"]
+        first = (a, b, out0)
+        if t.is_cuda:
+            return [first], f"flush L2 before each rep ({2 * t.cache_bytes / 2**20:.0f} MiB written)"
+        set_bytes = sum(x.numel() * x.element_size() for x in first)
+        if set_bytes >= 2 * t.cache_bytes:
+            return [first], f"inputs {set_bytes / t.cache_bytes:.1f}x LLC: not cached between reps"
+        n = min(MAX_ROTATION_SETS, math.ceil(2 * t.cache_bytes / set_bytes))
+        sets = [first] + [(a.clone(), b.t().clone().t(), torch.empty_like(out0)) for _ in range(n - 1)]
+        return sets, f"rotate {n} input sets ({n * set_bytes / t.cache_bytes:.1f}x LLC)"
+
+    def _check_and_time(self, ctx, impl, dt, data, params, common, flops, nbytes) -> Measurement:
+        from kernels import gemm as Kg
+
+        t = ctx.target
+        K = params["K"]
+        tol = tolerance(dt, K)
+        ref = data["ref"]
+        ref_chunk = lambda lo, hi: ref.reshape(-1)[lo:hi]  # noqa: E731
+        extra: dict = {}
+        mode = t.backend if impl == "torch" else t.triton_mode
+
+        if dt == "float8_e4m3fn":  # torch path only (triton_support refuses fp8)
+            a, b, sa, sb = data["a"], data["b"], data["scale_a"], data["scale_b"]
+            box: dict = {}
+            run = lambda: box.__setitem__("c", Kg.scaled_mm_fp8(a, b, sa, sb))  # noqa: E731
+            run()
+            chk = checks.compare_chunked(box["c"], ref_chunk, tol, "float64 of the dequantised fp8 inputs")
+            timing, cache = None, None
+            if chk.passed:
+                flusher = L2Flusher(t)
+                cache = f"flush L2 before each rep ({2 * t.cache_bytes / 2**20:.0f} MiB written)"
+                timing = ctx.time(run, before_each=flusher)
+            return measured(impl=impl, params=params, mode=mode, timing=timing, flop_count=flops, bytes=nbytes,
+                            check=chk, cache=cache, library=_library(dt, t.is_cuda), **common)
+
+        tf32 = dt == "tf32"
+        c0 = checks.poison(torch.empty(ref.shape, dtype=data["a"].dtype, device=t.torch_device))
+        if impl == "torch":
+            call = lambda a, b, c: Kg.torch_matmul(a, b, c)  # noqa: E731
+            library = _library(dt, t.is_cuda)
+        else:
+            call = lambda a, b, c: Kg.triton_matmul(a, b, c, tf32=tf32)  # noqa: E731
+            library = "Triton (tiled, autotuned)"
+        # TF32 on only for the "tf32" dtype, off for true fp32; restored after our calls
+        with Kg.cuda_tf32(tf32):
+            call(data["a"], data["b"], c0)
+            chk = checks.compare_chunked(c0, ref_chunk, tol, "float64 matmul of the same inputs")
+            timing, cache = None, None
+            if chk.passed:
+                if impl == "triton":
+                    extra["config"] = Kg.triton_best_config(data["a"].dtype, tf32)
+                sets, cache = self._rotation(ctx, data, c0)
+                if t.is_cuda:
+                    flusher = L2Flusher(t)
+                    timing = ctx.time(lambda: call(*sets[0]), before_each=flusher)
+                elif len(sets) == 1:
+                    timing = ctx.time(lambda: call(*sets[0]))
+                else:
+                    state = {"i": 0}
+
+                    def advance() -> None:
+                        state["i"] = (state["i"] + 1) % len(sets)
+
+                    timing = ctx.time(lambda: call(*sets[state["i"]]), before_each=advance)
+                del sets
+        return measured(impl=impl, params=params, mode=mode, timing=timing, flop_count=flops, bytes=nbytes,
+                        check=chk, cache=cache, library=library, **extra, **common)
+
+    def _check_triton_only(self, ctx: RunContext, point: dict, params: dict, common: dict) -> Measurement:
+        """Correctness of the Triton kernel at a (small, odd) shape: the interpreter on CPU, a fixed config
+        on GPU. Never timed."""
+        from kernels import gemm as Kg
+
+        t = ctx.target
+        dt = params["dtype"]
+        M, N, K = params["M"], params["N"], params["K"]
+        gen = checks.generator(t.torch_device, ctx.seed_for(point))
+        tdt = _torch_dtype(dt)
+        a = checks.random_tensor((M, K), tdt, t.torch_device, gen, scale=K ** -0.25)
+        w = checks.random_tensor((N, K), tdt, t.torch_device, gen, scale=K ** -0.25)
+        ref = Kg.reference(a, w.t())
+        c = checks.poison(torch.empty((M, N), dtype=tdt, device=t.torch_device))
+        Kg.triton_matmul(a, w.t(), c, tf32=dt == "tf32", config=EDGE_CONFIG if t.is_cuda else None)
+        chk = checks.compare(c, ref, tolerance(dt, K), "float64 matmul of the same inputs")
+        cfg = Kg.INTERP_CONFIG if t.triton_interpreted else EDGE_CONFIG
+        return measured(impl="triton", params=params, mode=t.triton_mode, timing=None, check=chk,
+                        flop_count=flop_count(M, N, K), library="Triton (tiled)",
+                        config=" ".join(f"{k}={v}" for k, v in cfg.items()), **common)
+
+    # -- profile contribution ----------------------------------------------------------------------------
+    def summarize(self, measurements: list[Measurement], device: dict) -> dict:
+        timed = [m for m in measurements if m.timed and m.flops and m.timing is not None]
+        best: dict[str, Measurement] = {}
+        for m in timed:
+            dt = str(m.params["dtype"])
+            if dt not in best or m.flops > best[dt].flops:
+                best[dt] = m
+        curve = []
+        for m in timed:
+            dt = str(m.params["dtype"])
+            curve.append({
+                "family": m.params["family"], "shape": _shape_name(m.params), "M": int(m.params["M"]),
+                "N": int(m.params["N"]), "K": int(m.params["K"]), "dtype": dt, "impl": m.impl,
+                "library": str(m.extra.get("library", m.impl)),
+                "flops": m.flops, "median_s": m.timing.median_s, "p10_s": m.timing.p10_s,
+                "p90_s": m.timing.p90_s, "bytes": m.bytes or 0,
+                "efficiency": m.flops / best[dt].flops,
+            })
+        curve.sort(key=lambda r: (r["dtype"], r["family"], r["impl"], r["M"], r["N"], r["K"]))
+        peaks = {"matmul_flops": {dt: m.flops for dt, m in best.items()},
+                 "matmul_source": {dt: _label(m) for dt, m in best.items()}}
+        return {"peaks": peaks, "curves": {"matmul": curve}}
+
+
+def _shape_name(p: dict) -> str:
+    if p["family"] == "llm":
+        return f"M={p['M']} tokens x " + LLM_LAYERS.get((int(p["N"]), int(p["K"])), f"layer {p['N']}x{p['K']}")
+    return str(p["family"])
+
+
+def _label(m: Measurement) -> str:
+    p = m.params
+    return (f"{m.impl} ({m.extra.get('library', m.impl)}) at M={p['M']} N={p['N']} K={p['K']} "
+            f"[{p['family']}]")
+
+
+BENCHMARK = GemmBenchmark()
