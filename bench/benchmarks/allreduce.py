@@ -1,0 +1,209 @@
+"""All-reduce over torch.distributed: what tensor-parallel decode pays twice per layer.
+
+One point = one world size: its ranks are started by the launcher shared with the all-to-all benchmark
+(``bench.distributed.launch``: NCCL on GPUs, one process per GPU; gloo on CPU ranks over loopback; in place
+under torchrun) and each rank walks the whole message sweep, 8 B … 256 MiB on GPU (×4 steps in --quick, ×2
+in --full up to 1 GiB), 8 B … 512 KiB (quick) / 8 MiB (full) on CPU, fp32 ``SUM``.
+
+Correctness, before any timing, at every size: every rank contributes recognisable random data,
+``(r + 1) · (base + 1)`` for rank r, where ``base`` is random integers in [-1000, 1000] drawn from a seed all
+ranks share, so each rank knows the exact answer ``(base + 1) · n(n + 1)/2`` (integers, exact in fp32) and
+checks it element by element; a missing, doubled or misplaced contribution changes it. The buffer is the
+collective's input and output, so it is refilled from its pristine copy before every repetition (outside
+the timed region), and the ranks agree on the verdict (a failed check on any rank fails the size on all).
+
+Timing: a barrier before every repetition aligns the ranks; CUDA events on each rank (GPU) or the host
+clock (gloo, whose all-reduce is synchronous); every rank runs the same number of repetitions (agreed after
+a calibration: differing counts would deadlock). The slowest rank's statistics are reported (the
+collective is done when its last rank is).
+
+Accounting (stated once, as nccl-tests doc/PERFORMANCE.md defines it): with S = message bytes per rank
+and t the time, algbw = S / t; busbw = algbw × 2(n − 1)/n, because a ring all-reduce sends and receives
+2(n − 1)/n · S per rank (a reduce-scatter then an all-gather), so busbw is comparable with the link's rate
+whatever n is. Each world size's curve gets a latency–bandwidth fit t = α + S/β (bench/fit.py), so the
+roofline model can price a 16 KiB all-reduce directly. World size 1 has nothing to reduce: skipped.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench import checks
+from bench.fit import try_fit
+from bench.measurement import Check, Measurement, measured
+from bench.registry import RunContext
+
+DTYPE = torch.float32
+ESIZE = 4
+MAX_REPS = 2000
+ONE_RANK = "world size 1: all-reduce needs >= 2 ranks (start more GPUs, --ranks N in CPU mode, or torchrun)"
+
+
+def bus_bandwidth(algbw_Bps: float, world_size: int) -> float:
+    """nccl-tests' all-reduce bus bandwidth: algbw × 2(n − 1)/n."""
+    if world_size < 1:
+        raise ValueError("world size must be >= 1")
+    return algbw_Bps * 2 * (world_size - 1) / world_size
+
+
+def message_sizes(on_gpu: bool, quick: bool) -> list[int]:
+    """Bytes per rank: from 8 B (two fp32) up; GPU reaches 256 MiB (quick) or 1 GiB (full)."""
+    if on_gpu:
+        top, step = (1 << 28, 4) if quick else (1 << 30, 2)
+    else:
+        top, step = (1 << 19, 16) if quick else (1 << 23, 4)
+    out, s = [], 8
+    while s <= top:
+        out.append(s)
+        s *= step
+    if out[-1] != top:
+        out.append(top)
+    return out
+
+
+def _world_sizes(ctx: RunContext) -> list[int]:
+    from bench import distributed
+
+    tr = distributed.torchrun_env()
+    if tr is not None:
+        return [tr.world_size]
+    asked = ctx.options.get("ranks")
+    if asked:
+        return [int(asked)]
+    if ctx.target.is_cuda:
+        n = torch.cuda.device_count()
+        if ctx.quick or n < 4:
+            return [n]
+        return sorted({*(1 << k for k in range(1, n.bit_length()) if (1 << k) <= n), n})
+    return [2] if ctx.quick else [2, 4]
+
+
+# -- what every rank runs (module level: it is pickled to the spawned ranks) ----------------------------
+
+def rank_sweep(info, sizes: list[int], seed: int, min_time_s: float) -> list[dict]:
+    """On every rank: check then time ``all_reduce`` at each size; rank 0's list is the answer."""
+    import torch.distributed as dist
+
+    from bench import timing
+
+    tgt, n, r = info.target, info.world_size, info.rank
+    dev = info.device
+    barrier_kw = {"device_ids": [info.local_rank]} if tgt.is_cuda else {}
+    results = []
+    for size in sizes:
+        numel = max(1, size // ESIZE)
+        gen = checks.generator(dev, seed + size)  # the same base on every rank
+        base = torch.randint(-1000, 1001, (numel,), generator=gen, device=dev, dtype=torch.int32).to(DTYPE)
+        pristine = (base + 1) * (r + 1)
+        expected = (base + 1) * (n * (n + 1) // 2)
+        buf = pristine.clone()
+        dist.all_reduce(buf)
+        bad = int((buf != expected).sum().item())
+        # agree on the verdict: every rank must take the same branch, or the next collective deadlocks
+        flag = torch.tensor([float(bad)], device=dev)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        worst = int(flag.item())
+        row = {"size_bytes": numel * ESIZE, "bad": worst, "numel": numel}
+        if worst:
+            results.append(row)
+            continue
+
+        def reset():
+            buf.copy_(pristine)
+            dist.barrier(**barrier_kw)
+
+        fn = lambda: dist.all_reduce(buf)  # noqa: E731
+        cal = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=3, max_reps=3, warmup=2, before_each=reset)
+        est = torch.tensor([cal.median_s], dtype=torch.float64, device=dev)
+        dist.all_reduce(est, op=dist.ReduceOp.MAX)
+        reps = timing.reps_for(float(est.item()), min_time_s, 5, MAX_REPS)
+        t = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=reps, max_reps=reps, warmup=1, before_each=reset)
+        mine = torch.tensor([t.median_s, t.min_s, t.max_s, t.mean_s, t.p10_s, t.p90_s, t.total_s],
+                            dtype=torch.float64, device=dev)
+        every = [torch.empty_like(mine) for _ in range(n)]
+        dist.all_gather(every, mine)
+        slowest = max(range(n), key=lambda i: every[i][0].item())
+        v = every[slowest].tolist()
+        row["timing"] = {"median_s": v[0], "min_s": v[1], "max_s": v[2], "mean_s": v[3], "p10_s": v[4],
+                         "p90_s": v[5], "total_s": v[6], "n": t.n, "clock": t.clock}
+        row["slowest_rank"] = slowest
+        row["rank_medians_s"] = [e[0].item() for e in every]
+        results.append(row)
+        del buf, pristine, expected, base
+    return results
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------
+
+class AllReduceBenchmark:
+    name = "allreduce"
+    title = "All-reduce (torch.distributed: NCCL on GPUs, gloo on CPU ranks)"
+
+    def sweep(self, ctx: RunContext) -> list[dict]:
+        return [{"world_size": n} for n in _world_sizes(ctx)]
+
+    def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
+        from bench import distributed
+        from bench.timing import Timing
+
+        t = ctx.target
+        n = int(point["world_size"])
+        impl = distributed.backend_for(t)
+        mode = "cuda" if t.is_cuda else "cpu"
+        if n < 2:
+            return [Measurement(benchmark=self.name, kernel="all_reduce", impl=impl, params=dict(point),
+                                status="skipped", reason=ONE_RANK, mode=mode, device=t.name)]
+        sizes = message_sizes(t.is_cuda, ctx.quick)
+        seed = ctx.seed_for(point)
+        # generous bound: rank start-up (imports, NCCL init) plus every size's budget several times over
+        timeout = 120.0 + 20 * len(sizes) * max(ctx.min_time_s, 0.05) + (120.0 if t.is_cuda else 0.0)
+        world = None if distributed.torchrun_env() is not None else n
+        rows = distributed.launch(rank_sweep, world, target=t, args=(sizes, seed, ctx.min_time_s),
+                                  timeout_s=timeout)
+        out = []
+        for row in rows:
+            size = int(row["size_bytes"])
+            params = {"world_size": n, "size_bytes": size, "dtype": "float32"}
+            ok = row["bad"] == 0
+            chk = Check(passed=ok, rel_err=0.0 if ok else None, tol=0.0,
+                        reference="exact sum of every rank's known contribution",
+                        detail="" if ok else f"{row['bad']} of {row['numel']} elements wrong on some rank")
+            tm = Timing(**row["timing"]) if ok else None
+            busbw = bus_bandwidth(size / tm.median_s, n) if tm is not None and tm.median_s > 0 else None
+            extra = {"busbw_Bps": busbw, "slowest_rank": row.get("slowest_rank"),
+                     "rank_medians_s": row.get("rank_medians_s")} if ok else {}
+            out.append(measured(benchmark=self.name, kernel="all_reduce", impl=impl, params=params, mode=mode,
+                                device=t.name, timing=tm, bytes=size, check=chk,
+                                cache="none (collective: a fresh copy of the input before every repetition)",
+                                **extra))
+        return out
+
+    # -- profile contribution ----------------------------------------------------------------------
+    def summarize(self, measurements: list[Measurement], device: dict) -> dict:
+        curve, notes = [], []
+        for m in measurements:
+            if m.status == "skipped" and m.reason and m.reason not in notes:
+                notes.append(m.reason)
+            if not m.timed or m.bandwidth_Bps is None:
+                continue
+            n = int(m.params["world_size"])
+            curve.append({"world_size": n, "backend": m.impl, "dtype": m.params.get("dtype", "float32"),
+                          "size_bytes": int(m.params["size_bytes"]), "median_s": m.timing.median_s,
+                          "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "algbw_Bps": m.bandwidth_Bps,
+                          "busbw_Bps": bus_bandwidth(m.bandwidth_Bps, n)})
+        if not curve:
+            return {"interconnect": {"notes": notes}} if notes else {}
+        curve.sort(key=lambda c: (c["world_size"], c["backend"], c["size_bytes"]))
+        fits = []
+        for n, backend in sorted({(c["world_size"], c["backend"]) for c in curve}):
+            f = try_fit((c["size_bytes"], c["median_s"]) for c in curve
+                        if c["world_size"] == n and c["backend"] == backend)
+            if f is not None:
+                fits.append({"world_size": n, "backend": backend, **f.as_dict()})
+        best = max(curve, key=lambda c: c["busbw_Bps"])
+        return {"interconnect": {"all_reduce": {
+            "curve": curve, "fits": fits, "peak_busbw_Bps": best["busbw_Bps"],
+            "peak_busbw_source": f"{best['backend']} world size {best['world_size']} at {best['size_bytes']} B"},
+            **({"notes": notes} if notes else {})}}
+
+
+BENCHMARK = AllReduceBenchmark()

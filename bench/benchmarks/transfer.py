@@ -1,0 +1,248 @@
+"""Host↔device copies over the host link (PCIe): what loading weights or offloading KV cache costs.
+
+Sweep (GPU): buffer sizes from 4 KiB to 1 GiB (×4 steps in --quick, ×2 in --full) × host memory kind
+(pinned = page-locked, pageable = ordinary ``malloc`` memory that the driver stages through a pinned
+bounce buffer). Per point three copies, each checked on fresh random data (destination poisoned first,
+copied content compared bit for bit with the source) before it is timed:
+
+| kernel  | what                                                        | bytes (stated once, here)  |
+|---------|-------------------------------------------------------------|----------------------------|
+| `h2d`   | host → device, ``Tensor.copy_(non_blocking=True)``           | size                       |
+| `d2h`   | device → host                                               | size                       |
+| `bidir` | both at once, each on its own CUDA stream                    | 2 × size (one each way)    |
+| `d2d`   | GPU 0 ↔ GPU 1 (peer), only with ≥ 2 GPUs (memory "peer")     | size                       |
+
+A copy moves its bytes once through the link, so bandwidth = bytes / median time (this is how
+nvbandwidth and NVIDIA's bandwidthTest count a host↔device copy). Timing: CUDA events around each copy on
+the current stream (the two-stream copy is fenced onto it), after warm-up. No cache can flatter a PCIe
+copy of host memory, so nothing is flushed.
+
+The link's theoretical rate per direction comes from NVML (maximum PCIe generation × width): per lane
+0.25 / 0.5 GB/s for Gen1/2 (8b/10b encoding), 0.985 / 1.969 / 3.938 GB/s for Gen3/4/5 (8, 16, 32 GT/s with
+128b/130b encoding, PCI Express Base Specification 3.0–5.0), 7.56 GB/s for Gen6 (64 GT/s, 242/256 FLIT
+efficiency, PCIe 6.0). These are line rates: packet headers cost a further ~10–20%, so a healthy pinned
+copy reaches roughly 80–90% of them. The current generation is sampled right after a copy, under load:
+an idle link trains down to a lower generation.
+
+Every (direction, memory) curve gets a latency–bandwidth fit (bench/fit.py). CPU mode has no device: the
+point is recorded as skipped.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench import checks
+from bench.fit import try_fit
+from bench.measurement import Check, Measurement, measured
+from bench.registry import RunContext
+
+KIB = 1024
+MIN_BYTES = 4 * KIB
+MAX_BYTES = 1 << 30
+NO_DEVICE = "no GPU: host↔device copies need a CUDA device (CPU mode has no host link to measure)"
+# bytes per second per lane after line encoding, by PCIe generation (see the module docstring)
+PCIE_LANE_Bps = {1: 0.25e9, 2: 0.5e9, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8,
+                 5: 32e9 * 128 / 130 / 8, 6: 64e9 * 242 / 256 / 8}
+PCIE_SOURCE = ("PCI Express Base Specification: per-lane rate x width, after line encoding "
+               "(Gen3-5 128b/130b, Gen6 FLIT 242/256), per direction")
+
+
+def sizes(quick: bool, max_bytes: int = MAX_BYTES) -> list[int]:
+    """4 KiB ... 1 GiB: powers of 4 in a quick sweep, powers of 2 in a full one."""
+    step = 4 if quick else 2
+    out, s = [], MIN_BYTES
+    while s <= max_bytes:
+        out.append(s)
+        s *= step
+    if out[-1] != max_bytes and max_bytes >= MIN_BYTES:
+        out.append(max_bytes)
+    return out
+
+
+def pcie_rate_Bps(generation: int | None, width: int | None) -> float | None:
+    """Theoretical per-direction rate of a PCIe link, or None when generation or width is unknown."""
+    if not generation or not width or generation not in PCIE_LANE_Bps:
+        return None
+    return PCIE_LANE_Bps[generation] * width
+
+
+# -- NVML (through bench.telemetry, the one NVML adapter): the link this GPU sits on ------------------------
+
+def pcie_link(target) -> dict:
+    """Max PCIe generation/width (what GPU and host slot support together) and the generation/width in use
+    now; {} where NVML is absent or cannot open this GPU. Called right after a copy, "now" is under load."""
+    from bench import telemetry
+
+    try:
+        dev = telemetry.session().device_for(target)
+        ident, now = dev.identity(), dev.sample()
+    except Exception:  # telemetry.Unavailable, or any NVML trouble: the link is simply unknown
+        return {}
+    info = {"pcie_generation": ident.get("pcie_max_gen"), "pcie_width": ident.get("pcie_max_width"),
+            "pcie_current_generation": now.get("pcie_gen"), "pcie_current_width": now.get("pcie_width")}
+    return {k: int(v) for k, v in info.items() if isinstance(v, (int, float)) and v > 0}
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------
+
+class TransferBenchmark:
+    name = "transfer"
+    title = "Host↔device copies (PCIe): pinned and pageable, each direction and both at once"
+
+    def sweep(self, ctx: RunContext) -> list[dict]:
+        t = ctx.target
+        if not t.is_cuda:
+            return [{"memory": "none"}]
+        cap = max(MIN_BYTES, t.memory_bytes // 8) if t.memory_bytes else MAX_BYTES
+        top = min(MAX_BYTES, 1 << int(math.log2(cap)))
+        pts = [{"memory": mem, "size_bytes": s} for mem in ("pinned", "pageable") for s in sizes(ctx.quick, top)]
+        if torch.cuda.device_count() >= 2:
+            pts += [{"memory": "peer", "size_bytes": s} for s in sizes(ctx.quick, top)]
+        return pts
+
+    def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
+        t = ctx.target
+        if not t.is_cuda:
+            return [Measurement(benchmark=self.name, kernel=k, impl="torch", params=dict(point),
+                                status="skipped", reason=NO_DEVICE, mode="cpu", device=t.name)
+                    for k in ("h2d", "d2h")]
+        if point["memory"] == "peer":
+            return self._peer(ctx, point)
+        size = int(point["size_bytes"])
+        pinned = point["memory"] == "pinned"
+        n = size // 4
+        dev = t.torch_device
+        gen = checks.generator(dev, ctx.seed_for(point))
+        # fresh random data, drawn on the device (fast) and copied to the host source outside any timing
+        dev_src = checks.random_tensor(n, torch.float32, dev, gen)
+        ref_h2d = checks.random_tensor(n, torch.float32, dev, gen)
+        host_src = torch.empty(n, dtype=torch.float32, pin_memory=pinned)
+        host_src.copy_(ref_h2d)
+        host_dst = torch.empty(n, dtype=torch.float32, pin_memory=pinned)
+        dev_dst = torch.empty(n, dtype=torch.float32, device=dev)
+        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+
+        def h2d():
+            dev_dst.copy_(host_src, non_blocking=True)
+
+        def d2h():
+            host_dst.copy_(dev_src, non_blocking=True)
+
+        def both():
+            cur = torch.cuda.current_stream()
+            s1.wait_stream(cur)
+            s2.wait_stream(cur)
+            with torch.cuda.stream(s1):
+                h2d()
+            with torch.cuda.stream(s2):
+                d2h()
+            cur.wait_stream(s1)
+            cur.wait_stream(s2)
+
+        def check_h2d() -> Check:
+            return _same(dev_dst, ref_h2d, "host source (bitwise)")
+
+        def check_d2h() -> Check:
+            return _same(host_dst, dev_src, "device source (bitwise)")
+
+        def check_both() -> Check:
+            a, b = check_h2d(), check_d2h()
+            return a if not a.passed else b
+
+        link = pcie_link(t)
+        params = {"memory": point["memory"], "size_bytes": size}
+        out = []
+        for kernel, fn, chk_fn, nbytes in (("h2d", h2d, check_h2d, size), ("d2h", d2h, check_d2h, size),
+                                           ("bidir", both, check_both, 2 * size)):
+            checks.poison(dev_dst)
+            checks.poison(host_dst)
+            fn()
+            chk = chk_fn()  # reads the result back to the host: waits for the copy on its stream
+            tm = ctx.time(fn) if chk.passed else None
+            after = pcie_link(t) if chk.passed else {}
+            out.append(measured(benchmark=self.name, kernel=kernel, impl="torch", params=params, mode="cuda",
+                                device=t.name, timing=tm, bytes=nbytes, check=chk, cache="none (PCIe copy)",
+                                size_bytes=size, **_link_extra(link, after)))
+        del host_src, host_dst, dev_src, dev_dst, ref_h2d
+        return out
+
+    def _peer(self, ctx: RunContext, point: dict) -> list[Measurement]:
+        t = ctx.target
+        size = int(point["size_bytes"])
+        n = size // 4
+        out = []
+        for src_i, dst_i in ((0, 1), (1, 0)):
+            gen = checks.generator(f"cuda:{src_i}", ctx.seed_for({**point, "src": src_i}))
+            src = checks.random_tensor(n, torch.float32, f"cuda:{src_i}", gen)
+            dst = torch.empty(n, dtype=torch.float32, device=f"cuda:{dst_i}")
+            fn = lambda: dst.copy_(src, non_blocking=True)  # noqa: E731
+            checks.poison(dst)
+            with torch.cuda.device(src_i):
+                fn()
+                chk = _same(dst, src, f"cuda:{src_i} source (bitwise)")
+                tm = ctx.time(fn) if chk.passed else None
+            out.append(measured(benchmark=self.name, kernel="d2d", impl="torch",
+                                params={"memory": "peer", "size_bytes": size, "src": src_i, "dst": dst_i},
+                                mode="cuda", device=t.name, timing=tm, bytes=size, check=chk,
+                                cache="none (peer copy)", size_bytes=size))
+        return out
+
+    # -- profile contribution ----------------------------------------------------------------------
+    def summarize(self, measurements: list[Measurement], device: dict) -> dict:
+        curves, link = [], {}
+        for m in measurements:
+            for k in ("pcie_generation", "pcie_width"):
+                if m.extra.get(k):
+                    link[k] = m.extra[k]
+            for k in ("pcie_current_generation", "pcie_current_width"):  # highest seen under load
+                if m.extra.get(k):
+                    link[k] = max(link.get(k, 0), m.extra[k])
+            if not m.timed or m.bandwidth_Bps is None:
+                continue
+            curves.append({"direction": m.kernel, "memory": m.params["memory"],
+                           "size_bytes": int(m.params["size_bytes"]), "bytes": m.bytes,
+                           "bandwidth_Bps": m.bandwidth_Bps, "median_s": m.timing.median_s,
+                           "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s})
+        if not curves and not link:
+            return {}
+        curves.sort(key=lambda c: (c["direction"], c["memory"], c["size_bytes"]))
+        fits = []
+        for key in sorted({(c["direction"], c["memory"]) for c in curves}):
+            f = try_fit((c["bytes"], c["median_s"]) for c in curves if (c["direction"], c["memory"]) == key)
+            if f is not None:
+                fits.append({"direction": key[0], "memory": key[1], **f.as_dict()})
+        out: dict = {"curves": curves, "fits": fits, **link}
+        rate = pcie_rate_Bps(link.get("pcie_generation"), link.get("pcie_width"))
+        if rate:
+            out["link"] = f"PCIe Gen{link['pcie_generation']} x{link['pcie_width']}"
+            out["theoretical_Bps"] = rate
+            out["theoretical_source"] = "NVML max link generation and width; " + PCIE_SOURCE
+        for d in ("h2d", "d2h"):
+            best = [c["bandwidth_Bps"] for c in curves if c["direction"] == d and c["memory"] == "pinned"]
+            if best:
+                out[f"peak_{d}_Bps"] = max(best)
+        return {"host_link": out}
+
+
+def _same(out: torch.Tensor, ref: torch.Tensor, what: str) -> Check:
+    """Bitwise equality of a copy with its source (a copy is exact: no tolerance)."""
+    if out.device != ref.device:
+        out = out.to(ref.device)
+    bad = int((out != ref).sum().item())  # a poisoned (NaN) element never equals its source
+    ok = bad == 0
+    return Check(passed=ok, rel_err=0.0 if ok else None, tol=0.0, reference=what,
+                 detail="" if ok else f"{bad} of {out.numel()} elements differ from the source")
+
+
+def _link_extra(before: dict, after: dict) -> dict:
+    """Max link from the first probe; current generation/width sampled right after the timed copies."""
+    out = {k: v for k, v in before.items() if k in ("pcie_generation", "pcie_width")}
+    for k in ("pcie_current_generation", "pcie_current_width"):
+        if k in after:
+            out[k] = after[k]
+    return out
+
+
+BENCHMARK = TransferBenchmark()
