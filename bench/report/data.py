@@ -1,0 +1,403 @@
+"""What a report shows, pulled out of a profile and its measurements (and nothing else).
+
+Every section of a report (tables and plots alike) reads the normalised series built here, so the
+Markdown, the HTML and the PNGs always agree. Sections that later benchmarks fill in (matmul, decode,
+all-to-all, telemetry, health) are read defensively from the profile's JSON form: a section that is absent,
+empty or shaped unexpectedly yields an empty series, which the report renders as "not measured".
+
+Roofline placement (stated once, here): a kernel's arithmetic intensity is its FLOPs / the bytes it must move
+through memory, both as its benchmark counted them (``Measurement.flop_count`` / ``Measurement.bytes``).
+Where a benchmark records no count, the report uses the minimal one:
+- bandwidth kernels (hbm): triad a = b + s·c does 2 FLOPs per element over 3 elements moved; read (a sum)
+  does 1 FLOP per element read; copy and fill do no arithmetic, so they have no intensity and appear as
+  the measured memory roofs instead of dots;
+- matmul: 2·M·N·K FLOPs over (M·K + K·N + M·N) elements of its input dtype (A and B read once, C written once).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..measurement import Measurement
+from ..profile import Profile
+
+# bytes per element by the dtype names benchmarks record
+ITEMSIZE = {
+    "float64": 8, "fp64": 8, "float32": 4, "fp32": 4, "tf32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
+    "fp16": 2, "half": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
+    "int8": 1, "float4": 0.5, "fp4": 0.5,
+}
+# FLOPs per byte moved of the bandwidth kernels that do arithmetic, times the element size (see the docstring)
+HBM_FLOPS_PER_ELEMENT_MOVED = {"triad": 2 / 3, "read": 1.0}
+
+
+def itemsize(dtype: str | None) -> float | None:
+    return ITEMSIZE.get(str(dtype).lower()) if dtype else None
+
+
+def _num(x: Any) -> float | None:
+    """A finite positive-or-zero float, or None (strings, bools, NaN and negatives are not numbers here)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) and x >= 0 else None
+
+
+def pick(d: dict, *names: str) -> Any:
+    """The first of ``names`` present (not None) in ``d``; benchmarks name some fields differently."""
+    for n in names:
+        if n in d and d[n] is not None:
+            return d[n]
+    return None
+
+
+def _points(x: Any) -> list[dict]:
+    """A curve as a list of dicts, whatever shape the profile gives it (a list, or a dict holding one)."""
+    if isinstance(x, list):
+        return [p for p in x if isinstance(p, dict)]
+    if isinstance(x, dict):
+        for k in ("points", "curve", "curves"):
+            if isinstance(x.get(k), list):
+                return [p for p in x[k] if isinstance(p, dict)]
+    return []
+
+
+@dataclass
+class HBMRow:
+    op: str
+    impl: str
+    dtype: str
+    working_set_bytes: float
+    bandwidth_Bps: float
+    beyond_cache: bool
+
+    @property
+    def kernel(self) -> str:
+        return f"{self.impl} {self.op} {self.dtype}"
+
+
+@dataclass
+class MatmulRow:
+    M: int
+    N: int
+    K: int
+    dtype: str
+    impl: str
+    flops: float  # FLOP/s
+    shape: str = ""  # the layer, e.g. "Llama-3-8B MLP down", when the benchmark names it
+    efficiency: float | None = None
+    family: str = ""  # "square", "llm", "mamf" (the peak search) as the benchmark files it
+
+    @property
+    def kind(self) -> str:
+        """square (FLOP/s vs size), llm (FLOP/s vs M at a layer's N, K) or search (the peak search's shapes)."""
+        if self.family in ("square", "llm"):
+            return self.family
+        if self.family:
+            return "search"
+        return "square" if self.M == self.N == self.K else "llm"
+
+
+@dataclass
+class DecodeRow:
+    batch: int
+    context: int
+    bandwidth_Bps: float
+    config: str  # head configuration, e.g. "llama-3.1-8b (32q/8kv ×128)"
+    impl: str = ""
+    dtype: str = ""
+    fraction: float | None = None  # of the measured HBM bandwidth, as the benchmark recorded it
+    layout: str = ""  # "contiguous" or "paged" KV cache
+
+    @property
+    def variant(self) -> str:
+        return " ".join(x for x in (self.impl, self.layout if self.layout != "contiguous" else "") if x)
+
+
+@dataclass
+class A2ARow:
+    message_bytes: float
+    world_size: int
+    busbw_Bps: float
+    impl: str = ""
+
+
+@dataclass
+class RoofPoint:
+    group: str  # "hbm", "matmul", "decode", ...
+    label: str
+    dtype: str
+    intensity: float  # FLOP / byte
+    flops: float  # FLOP/s achieved
+
+
+@dataclass
+class Comparison:
+    quantity: str
+    unit: str  # "B/s" or "FLOP/s"
+    measured: float | None
+    spec: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.measured / self.spec if self.measured and self.spec else None
+
+
+@dataclass
+class ParetoCurve:
+    card: str  # the card's name (colour key)
+    label: str  # legend text, e.g. "h100-sxm (spec)"
+    measured: bool
+    points: list[dict] = field(default_factory=list)  # batch, tokens_per_s_per_user, tokens_per_s_per_gpu,
+    # usd_per_mtok, bound, gpus: one decode step of the roofline model each
+
+
+@dataclass
+class Pareto:
+    model: str
+    context: int
+    curves: list[ParetoCurve]
+    prices: dict[str, float] = field(default_factory=dict)  # card -> USD per GPU-hour
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    profile: Profile
+    records: list[Measurement]
+    card: str  # colour key of the measured card (its spec name when known, else the device name)
+    spec: Profile | None = None
+    spec_name: str | None = None
+    spec_note: str = ""
+    hbm: list[HBMRow] = field(default_factory=list)
+    matmul: list[MatmulRow] = field(default_factory=list)
+    decode: list[DecodeRow] = field(default_factory=list)
+    a2a: list[A2ARow] = field(default_factory=list)
+    roof_points: list[RoofPoint] = field(default_factory=list)
+    measured_memory_Bps: float | None = None  # the profile's peaks, unless a merge took them from the spec
+    measured_copy_Bps: float | None = None
+    memory_roofs: dict[str, float] = field(default_factory=dict)  # label -> B/s
+    compute_roofs: dict[str, float] = field(default_factory=dict)  # dtype -> FLOP/s
+    spec_memory_Bps: float | None = None
+    spec_compute: dict[str, float] = field(default_factory=dict)
+    spec_link_Bps: float | None = None  # scale-up link bandwidth per GPU, unidirectional, if the spec has it
+    comparisons: list[Comparison] = field(default_factory=list)
+    telemetry: dict[str, Any] | None = None
+    health: list[dict[str, Any]] = field(default_factory=list)
+    throttled: list[str] = field(default_factory=list)  # records flagged as taken while throttled
+    pareto: Pareto | None = None
+    pareto_note: str = ""
+
+    @property
+    def cache_bytes(self) -> int | None:
+        return self.profile.device.cache_bytes
+
+    @property
+    def device_label(self) -> str:
+        return f"{self.profile.device.name} ({self.profile.device.backend})"
+
+
+# ----------------------------------------------------------------------------------------------- extractors
+
+
+def _hbm(p: Profile) -> list[HBMRow]:
+    return [HBMRow(c.op, c.impl, c.dtype, c.working_set_bytes, c.bandwidth_Bps, c.beyond_cache)
+            for c in p.curves.hbm]
+
+
+def _matmul(curve: list[dict]) -> list[MatmulRow]:
+    out = []
+    for d in curve:
+        m, n, k = (_num(pick(d, a, a.lower())) for a in ("M", "N", "K"))
+        fl = _num(pick(d, "flops", "flops_per_s", "achieved_flops"))
+        if not (m and n and k and fl):
+            continue
+        eff = _num(pick(d, "efficiency", "fraction_of_peak"))
+        shape = str(pick(d, "layer", "shape", "name", "label", "model") or "")
+        if re.match(r"M=\d+ tokens x ", shape):  # "M=8 tokens x Llama-3-8B MLP down": the layer is the name
+            shape = shape.split(" x ", 1)[1]
+        fam = str(pick(d, "family") or "")
+        out.append(MatmulRow(int(m), int(n), int(k), str(pick(d, "dtype") or "?"), str(pick(d, "impl") or ""),
+                             fl, "" if shape == fam else shape, eff, fam))
+    return out
+
+
+def _decode_config(d: dict) -> str:
+    """The head configuration: "llama-3.1-8b (32q/8kv ×128)", or what of it the point records."""
+    q = pick(d, "q_heads", "num_q_heads", "n_heads", "heads")
+    kv = pick(d, "kv_heads", "num_kv_heads", "n_kv_heads")
+    hd = pick(d, "head_dim", "d_head")
+    named = pick(d, "model", "config", "head_config", "name")
+    heads = "/".join(x for x in (f"{q}q" if q is not None else "", f"{kv}kv" if kv is not None else "") if x)
+    if hd is not None:
+        heads = f"{heads} ×{hd}".strip()
+    if named is not None and heads:
+        return f"{named} ({heads})"
+    return str(named) if named is not None else heads
+
+
+def _decode(curve: list[dict]) -> list[DecodeRow]:
+    out = []
+    for d in curve:
+        b = _num(pick(d, "batch", "batch_size"))
+        ctx = _num(pick(d, "context", "context_len", "ctx", "seq_len", "kv_len"))
+        bw = _num(pick(d, "bandwidth_Bps", "achieved_bandwidth_Bps"))
+        if not (b and ctx and bw):
+            continue
+        frac = _num(pick(d, "fraction_of_measured_hbm", "fraction_of_hbm", "fraction", "efficiency"))
+        out.append(DecodeRow(int(b), int(ctx), bw, _decode_config(d), str(pick(d, "impl") or ""),
+                             str(pick(d, "dtype", "kv_dtype") or ""), frac, str(pick(d, "layout") or "")))
+    return out
+
+
+def _a2a(curve: list[dict]) -> list[A2ARow]:
+    out = []
+    for d in curve:
+        size = _num(pick(d, "message_bytes", "bytes_per_rank", "size_bytes", "msg_bytes", "bytes"))
+        ws = _num(pick(d, "world_size", "ranks", "world"))
+        bw = _num(pick(d, "busbw_Bps", "bus_bandwidth_Bps", "bus_bw_Bps"))
+        if not (size and ws and bw):
+            continue
+        out.append(A2ARow(size, int(ws), bw, str(pick(d, "impl", "backend", "traffic") or "")))
+    return out
+
+
+def _roof_points(rd: ReportData) -> list[RoofPoint]:
+    pts: list[RoofPoint] = []
+    for h in rd.hbm:
+        per_el = HBM_FLOPS_PER_ELEMENT_MOVED.get(h.op)
+        es = itemsize(h.dtype)
+        if per_el and es and h.beyond_cache:
+            ai = per_el / es
+            pts.append(RoofPoint("hbm", f"{h.impl} {h.op}", h.dtype, ai, h.bandwidth_Bps * ai))
+    for m in rd.records:
+        if not m.timed or m.benchmark == "hbm":
+            continue
+        fl = _num(m.flops)
+        if not fl:
+            continue
+        nbytes = _num(m.bytes)
+        dtype = str(m.params.get("dtype") or m.extra.get("dtype") or "")
+        if not nbytes:
+            dims = [_num(m.params.get(a, m.params.get(a.lower()))) for a in ("M", "N", "K")]
+            es = itemsize(dtype)
+            if all(dims) and es:
+                M, N, K = dims
+                nbytes = (M * K + K * N + M * N) * es
+        if not nbytes or not m.flop_count:
+            continue
+        group = "matmul" if m.benchmark in ("gemm", "matmul") else m.benchmark
+        pts.append(RoofPoint(group, f"{m.impl} {m.kernel}", dtype, m.flop_count / nbytes, fl))
+    return pts
+
+
+def _comparisons(rd: ReportData) -> list[Comparison]:
+    out = [Comparison("memory bandwidth (best kernel)", "B/s", rd.measured_memory_Bps, rd.spec_memory_Bps)]
+    if rd.measured_copy_Bps:
+        out.append(Comparison("memory bandwidth (copy)", "B/s", rd.measured_copy_Bps, rd.spec_memory_Bps))
+    for dt in sorted(set(rd.compute_roofs) | set(rd.spec_compute)):
+        if dt in rd.compute_roofs or rd.spec is not None:
+            out.append(Comparison(f"matmul {dt}", "FLOP/s", rd.compute_roofs.get(dt), rd.spec_compute.get(dt)))
+    if rd.a2a and rd.spec_link_Bps:
+        best = max(a.busbw_Bps for a in rd.a2a)
+        out.append(Comparison("all-to-all bus bandwidth vs link", "B/s", best, rd.spec_link_Bps))
+    return [c for c in out if c.measured or c.spec]
+
+
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
+                  "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn", "fp64": "float64"}
+
+
+def norm_dtype(dt: str) -> str:
+    return _DTYPE_ALIASES.get(str(dt).lower(), str(dt).lower())
+
+
+# the matmul dtypes rooflab measures (bench/benchmarks/gemm.py): a spec's other rates (int8 OP/s, fp64) have no
+# measured counterpart, so the report leaves them out
+MEASURED_DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
+
+
+def _spec_numbers(spec: Profile) -> tuple[float | None, dict[str, float], float | None]:
+    d = spec.model_dump(mode="json")
+    peaks = d.get("peaks") or {}
+    mem = _num(peaks.get("memory_bandwidth_Bps"))
+    comp = {norm_dtype(k): v for k, v in (peaks.get("matmul_flops") or {}).items()
+            if _num(v) and norm_dtype(k) in MEASURED_DTYPES}
+    link = None
+    for sect in (d.get("interconnect") or {}, d.get("links") or {}, peaks, d):
+        if isinstance(sect, dict):
+            link = _num(pick(sect, "scale_up_Bps", "scale_up_bandwidth_Bps", "nvlink_Bps", "link_bandwidth_Bps"))
+            if link:
+                break
+    return mem, comp, link
+
+
+def _telemetry(d: dict) -> tuple[dict | None, list[dict]]:
+    tel = d.get("telemetry") if isinstance(d.get("telemetry"), dict) else None
+    health: list[dict] = []
+    for src in (d.get("health"), (tel or {}).get("health"), (tel or {}).get("verdicts"), d.get("verdicts"),
+                (d.get("doctor") or {}).get("verdicts") if isinstance(d.get("doctor"), dict) else None):
+        if isinstance(src, dict):
+            src = src.get("verdicts", src.get("checks", [src]))
+        if isinstance(src, list):
+            health = [v for v in src if isinstance(v, dict)]
+            if health:
+                break
+    return tel, health
+
+
+def _throttled(records: Iterable[Measurement], tel: dict | None) -> list[str]:
+    """The points measured while the GPU throttled: the run summary's list, else each record's own flag."""
+    if tel and isinstance(tel.get("throttled_points"), list) and tel["throttled_points"]:
+        return [str(x) for x in tel["throttled_points"]]
+    out = []
+    for m in records:
+        t = m.telemetry if isinstance(m.telemetry, dict) else None
+        if not t:
+            continue
+        flag = pick(t, "throttled", "throttling")
+        if flag is None and isinstance(t.get("throttle_reasons"), dict):
+            flag = any(_num(v) for k, v in t["throttle_reasons"].items() if "idle" not in k.lower())
+        if flag:
+            out.append(f"{m.benchmark} {m.impl} {m.kernel} {m.params}")
+    return out
+
+
+def build(profile: Profile, records: list[Measurement], *, spec: Profile | None = None,
+          spec_name: str | None = None, spec_note: str = "") -> ReportData:
+    """Normalise a profile + its records into the series every report section draws from."""
+    d = profile.model_dump(mode="json")
+    curves = d.get("curves") or {}
+    inter = d.get("interconnect") if isinstance(d.get("interconnect"), dict) else {}
+    rd = ReportData(profile=profile, records=records, card=spec_name or profile.device.name, spec=spec,
+                    spec_name=spec_name, spec_note=spec_note)
+    rd.hbm = _hbm(profile)
+    rd.matmul = _matmul(_points(curves.get("matmul")))
+    rd.decode = _decode(_points(curves.get("decode")))
+    rd.a2a = _a2a(_points(curves.get("all_to_all")) or _points(inter.get("all_to_all")))
+    ar = inter.get("all_reduce") if isinstance(inter.get("all_reduce"), dict) else {}
+    rd.a2a += [A2ARow(a.message_bytes, a.world_size, a.busbw_Bps, f"all-reduce {a.impl}".strip())
+               for a in _a2a([{**x, "message_bytes": pick(x, "size_bytes", "message_bytes")}
+                              for x in _points(ar.get("curve"))])]
+    pk = profile.peaks
+    # a measured profile merged with its spec marks the spec's numbers: they are not measured roofs
+    from_spec = {k for k, v in (d.get("provenance") or {}).items() if v == "spec"}
+    if "peaks.memory_bandwidth_Bps" not in from_spec:
+        rd.measured_memory_Bps = pk.memory_bandwidth_Bps
+    if "peaks.copy_bandwidth_Bps" not in from_spec:
+        rd.measured_copy_Bps = pk.copy_bandwidth_Bps
+    if rd.measured_memory_Bps:
+        rd.memory_roofs["measured best"] = rd.measured_memory_Bps
+    if rd.measured_copy_Bps and rd.measured_copy_Bps != rd.measured_memory_Bps:
+        rd.memory_roofs["measured copy"] = rd.measured_copy_Bps
+    rd.compute_roofs = {norm_dtype(k): v for k, v in pk.matmul_flops.items()
+                        if _num(v) and f"peaks.matmul_flops.{k}" not in from_spec}
+    if spec is not None:
+        rd.spec_memory_Bps, rd.spec_compute, rd.spec_link_Bps = _spec_numbers(spec)
+    rd.roof_points = _roof_points(rd)
+    rd.comparisons = _comparisons(rd)
+    rd.telemetry, rd.health = _telemetry(d)
+    rd.throttled = _throttled(records, rd.telemetry)
+    return rd
