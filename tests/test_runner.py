@@ -1,0 +1,226 @@
+"""The runner's pieces, in this process (isolate=False): records that count, coarse-to-fine order, out-of-memory
+skipping, the budget, signals, resume settings and the output directory's protection."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import _fakebench as F
+from bench import measurement as meas
+from bench import runner
+from bench.runner import RunError
+
+
+def _by_key(records):
+    out = {}
+    for m in records:
+        out.setdefault(m.key, []).append(m)
+    return out
+
+
+# -- records that count ---------------------------------------------------------------------------------
+
+
+def _rec(key, status="ok", retry=False, bench="b"):
+    return meas.Measurement(benchmark=bench, kernel="k", impl="torch", key=key, status=status, mode="cpu",
+                            extra={runner.RETRY: True} if retry else {})
+
+
+def test_effective_drops_replaced_retryable_records():
+    recs = [_rec("a", "skipped", retry=True), _rec("b"), _rec("c", "skipped", retry=True),
+            _rec("c", "skipped", retry=True), _rec("a"), _rec("a")]
+    eff = runner.effective(recs)
+    keys = [(m.key, m.status) for m in eff]
+    assert keys == [("b", "ok"), ("c", "skipped"), ("a", "ok"), ("a", "ok")]
+    assert eff[1] is recs[3]  # of two retryable records of one point, the last counts
+
+
+def test_compact_rewrites_the_log_without_replaced_records(tmp_path):
+    path = tmp_path / runner.MEASUREMENTS
+    meas.append(path, [_rec("a", "skipped", retry=True), _rec("b")])
+    with open(path, "a") as f:
+        f.write('{"benchmark": "b", "kern')  # a torn line from a kill
+    meas.append(path, [_rec("a")])
+    kept = runner._compact(path)
+    assert [(m.key, m.status) for m in kept] == [("b", "ok"), ("a", "ok")]
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x)["status"] == "ok" for x in lines)
+
+
+# -- order under a budget --------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("xyz"), st.integers(0, 50)), max_size=30, unique=True))
+def test_coarse_to_fine_is_a_permutation_largest_then_smallest_first(pairs):
+    class B:
+        series_key = staticmethod(lambda p: p["s"])
+        size_of = staticmethod(lambda p: p["size"])
+
+    points = [{"s": s, "size": n} for s, n in pairs]
+    order = runner.coarse_to_fine(B(), points)
+    assert sorted(map(json.dumps, order)) == sorted(map(json.dumps, points))
+    for s in {p["s"] for p in points}:
+        mine = [p["size"] for p in order if p["s"] == s]
+        assert mine[0] == max(mine) and (len(mine) == 1 or mine[1] == min(mine))
+    if points:  # every series' largest point comes before any series' third
+        n_series = len({p["s"] for p in points})
+        assert {p["s"] for p in order[:n_series]} == {p["s"] for p in points}
+
+
+def test_coarse_to_fine_without_sizes_keeps_the_last_point_first():
+    pts = [{"i": i} for i in range(7)]
+    assert [p["i"] for p in runner.coarse_to_fine(object(), pts)] == [6, 0, 3, 1, 4, 2, 5]
+
+
+# -- one point: how an exception is read --------------------------------------------------------------------
+
+
+class _Raiser:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def run_point(self, ctx, point):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc,oom,cuda", [
+    (ValueError("bad\nsecond line"), False, False),
+    (MemoryError(), True, False),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), False, True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, False),
+])
+def test_run_one_point_turns_exceptions_into_failed_records(cpu_target, exc, oom, cuda):
+    ctx = runner.RunContext(target=cpu_target)
+    res = runner.run_one_point(ctx, _Raiser(exc), "x", {"n": 3})
+    assert (res.oom, res.cuda_error) == (oom, cuda)
+    (rec,) = res.records
+    assert rec.status == "failed" and rec.key == runner.registry.key_of("x", {"n": 3})
+    assert "\n" not in rec.reason and type(exc).__name__ in rec.reason
+
+
+def test_torch_out_of_memory_error_is_out_of_memory(cpu_target):
+    import torch
+
+    exc = torch.OutOfMemoryError("tried to allocate")
+    res = runner.run_one_point(runner.RunContext(target=cpu_target), _Raiser(exc), "x", {})
+    assert res.oom and res.records[0].reason.startswith("out of memory")
+
+
+# -- in-process runs of fake benchmarks -------------------------------------------------------------------
+
+
+def test_out_of_memory_skips_the_larger_points_of_its_series(tmp_path, monkeypatch, cpu_target):
+    F.install(monkeypatch, tmp_path, "f_oom", "f_oom_noseries")
+    res = runner.run(["f_oom", "f_oom_noseries"], cpu_target, tmp_path / "o", isolate=False)
+    st_ = {(m.benchmark, m.params.get("s"), m.params["i"]): m for m in res.measurements}
+    assert st_[("f_oom", "a", 2)].status == "failed" and "out of memory" in st_[("f_oom", "a", 2)].reason
+    assert [st_[("f_oom", "a", i)].status for i in (3, 4)] == ["skipped", "skipped"]
+    assert [st_[("f_oom", "a", i)].status for i in (0, 1)] == ["ok", "ok"]
+    assert all(st_[("f_oom", "b", i)].status == "ok" for i in range(5))  # another series goes on
+    # without series_key / size_of nothing is skipped
+    assert [st_[("f_oom_noseries", None, i)].status for i in range(4)] == ["ok", "failed", "ok", "ok"]
+
+
+def test_budget_skips_what_does_not_fit_and_resume_measures_it(tmp_path, monkeypatch, cpu_target):
+    F.install(monkeypatch, tmp_path, "f_budget", "f_ok")
+    ref = runner.run(["f_budget", "f_ok"], cpu_target, tmp_path / "ref", isolate=False)
+    # 12 points of 0.2 s + 3 instant ones; 0.5 s of the 2 s budget is kept for the profile and report
+    res = runner.run(["f_budget", "f_ok"], cpu_target, tmp_path / "b", isolate=False, budget_s=2.0)
+    assert res.wall_time_s < 2.0 and not res.interrupted
+    ok = [m for m in res.measurements if m.status == "ok"]
+    skipped = [m for m in res.measurements if m.status == "skipped"]
+    assert 2 <= len([m for m in ok if m.benchmark == "f_budget"]) <= 9
+    assert skipped and all(m.reason.startswith("budget") and runner.is_retry(m) for m in skipped)
+    assert res.budget_skipped == len(skipped) and res.profile.run.points_skipped == len(skipped)
+    # coarse to fine: the largest and the smallest point of the sweep were measured first
+    assert {m.params["i"] for m in ok if m.benchmark == "f_budget"} >= {0, 11}
+    again = runner.run(["f_budget", "f_ok"], cpu_target, tmp_path / "b", isolate=False, resume=True)
+    assert again.skipped_existing == len(ok)
+    assert [m.status for m in again.measurements].count("ok") == 15 and again.profile.run.points_skipped == 0
+    assert again.profile.curves == ref.profile.curves
+    assert len(_by_key(again.measurements)) == 15  # no point twice: the "budget" records were replaced
+
+
+def test_resume_refuses_other_settings(tmp_path, monkeypatch, cpu_target):
+    F.install(monkeypatch, tmp_path, "f_ok", "f_ok2")
+    runner.run(["f_ok"], cpu_target, tmp_path / "o", isolate=False)
+    for kw, word in [({"seed": 1}, "seed"), ({"quick": False}, "quick"), ({"selection": ["f_ok", "f_ok2"]}, "selection")]:
+        args = {"selection": ["f_ok"], **kw}
+        sel = args.pop("selection")
+        with pytest.raises(RunError, match=word):
+            runner.run(sel, cpu_target, tmp_path / "o", isolate=False, resume=True, **args)
+
+
+def test_sigint_finishes_the_point_in_flight_sigterm_abandons_it(tmp_path, monkeypatch, cpu_target):
+    F.install(monkeypatch, tmp_path, "f_slow")
+    for sig, code in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
+        out = tmp_path / sig.name
+        before = signal.getsignal(sig)
+        timer = threading.Timer(0.6, os.kill, (os.getpid(), sig))  # mid-way through the third point
+        timer.start()
+        try:
+            res = runner.run(["f_slow"], cpu_target, out, isolate=False)
+        finally:
+            timer.cancel()
+        assert res.interrupted and res.signal == sig.name and res.exit_code == code
+        assert (out / runner.PROFILE).exists() and (out / runner.REPORT).exists()
+        statuses = [m.status for m in res.measurements]
+        assert 1 <= statuses.count("ok") < 8
+        abandoned = [m for m in res.measurements if m.status == "skipped"]
+        if sig == signal.SIGINT:
+            assert not abandoned  # the point in flight was finished
+        else:
+            assert len(abandoned) == 1 and abandoned[0].reason == "interrupted: abandoned on SIGTERM"
+        assert signal.getsignal(sig) == before  # the handlers are given back
+        done = runner.run(["f_slow"], cpu_target, out, isolate=False, resume=True)
+        assert [m.status for m in done.measurements] == ["ok"] * 8
+
+
+# -- the output directory -----------------------------------------------------------------------------------
+
+
+def test_out_dir_is_never_overwritten_without_force(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / runner.PROFILE).write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        runner.prepare_out_dir(out)
+    runner.prepare_out_dir(out, force=True)
+    assert not (out / runner.PROFILE).exists() and (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunError, match="not a directory"):
+        runner.prepare_out_dir(tmp_path / "f")
+    with pytest.raises(RunError, match="nothing to resume"):
+        runner.prepare_out_dir(tmp_path / "missing", resume=True)
+    with pytest.raises(RunError, match="nothing to resume"):
+        runner.prepare_out_dir(out, resume=True)  # no measurements.jsonl: not a run
+    with pytest.raises(RunError, match="cannot use"):
+        runner.prepare_out_dir(tmp_path / "f" / "sub")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("not json", "not valid JSON"),
+    ('{"version": 1, "selection": ["hbm"], "quick": true, "seed": NaN, "min_time_s": null, "backend": "cpu", '
+     '"device": "x"}', "not valid JSON"),
+    ("[1, 2]", "not a rooflab run file"),
+    ('{"version": 2}', "not a rooflab run file"),
+    ('{"version": 1, "selection": "hbm", "quick": true, "seed": 0, "min_time_s": null, "backend": "cpu", '
+     '"device": "x"}', "not a rooflab run file"),
+    ('{"version": 1, "selection": ["hbm"], "quick": 1, "seed": 0, "min_time_s": null, "backend": "cpu", '
+     '"device": "x"}', "not a rooflab run file"),
+    ('{"version": 1, "selection": ["hbm"], "quick": true, "seed": true, "min_time_s": null, "backend": "cpu", '
+     '"device": "x"}', "not a rooflab run file"),
+])
+def test_bad_run_settings_are_one_line_errors(tmp_path, text, needle):
+    (tmp_path / runner.SETTINGS).write_text(text)
+    with pytest.raises(RunError, match=needle) as e:
+        runner.load_settings(tmp_path)
+    assert "\n" not in str(e.value)
