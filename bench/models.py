@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Bytes per weight / KV element by storage format. Block-scaled 4-bit formats carry their scales:
 # MXFP4 = 4 bits + one 8-bit scale per 32 elements (OCP MX spec) = 4.25 bits; NVFP4 = 4 bits + one FP8 scale per
@@ -89,8 +89,25 @@ def expected_experts(experts: int, top_k: int, tokens: float) -> float:
     return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
 
 
+# No dimension of a real model comes near this (vocabularies ~2.6e5, widths ~3e4, experts ~400): larger is a
+# corrupted or hostile file, refused rather than computed with.
+MAX_DIMENSION = 10**7
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """JSON `true` is not a count, and no dimension is astronomically large."""
+        ann = cls.model_fields[info.field_name].annotation if info.field_name in cls.model_fields else None
+        if isinstance(v, bool) and ann is not bool:
+            raise ValueError("a boolean where a number is expected")
+        is_count = ann is int or (int in get_args(ann) and float not in get_args(ann))
+        if is_count and isinstance(v, int) and abs(v) > MAX_DIMENSION:
+            raise ValueError(f"{v} is not a plausible model dimension (limit {MAX_DIMENSION})")
+        return v
 
     name: str = Field(min_length=1)
     family: Literal["dense", "moe"]
@@ -360,8 +377,9 @@ def _hf_int(cfg: dict, *keys: str, default: Any = None, where: str = "config") -
     for k in keys:
         v = cfg.get(k)
         if v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v != int(v):
-                raise ModelError(f"{where}: {k} must be a non-negative whole number, got {v!r}")
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0
+                    or v > MAX_DIMENSION or v != int(v)):
+                raise ModelError(f"{where}: {k} must be a non-negative whole number <= {MAX_DIMENSION}, got {v!r}")
             return int(v)
     return default
 

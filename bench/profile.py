@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from .measurement import Measurement, utc_now
 from .telemetry import RunTelemetry
@@ -25,8 +25,62 @@ from .telemetry import RunTelemetry
 SCHEMA_VERSION = 1
 
 
+# Largest magnitude a number with this unit suffix may have: far beyond any device (1 EB/s, 1e21 FLOP/s,
+# 1 EB, ~30 years), so only absurd or corrupted values are refused.
+_UNIT_LIMITS = (("_Bps", 1e18), ("_flops", 1e21), ("_bytes", 1e18), ("_s", 1e9))
+
+
+def _has_bool(annotation: Any) -> bool:
+    import typing
+
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_has_bool(a) for a in typing.get_args(annotation))
+
+
+def _has_model(annotation: Any) -> bool:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_has_model(a) for a in typing.get_args(annotation))
+
+
+def _contains_bool(v: Any, annotation: Any) -> bool:
+    """A bool in the value itself, or among the items of a container of plain numbers/text (nested models
+    check their own fields)."""
+    if isinstance(v, bool):
+        return True
+    if _has_model(annotation):
+        return False
+    items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else ()
+    return any(isinstance(x, bool) for x in items)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """JSON `true` is not a number: pydantic's lax mode would read it as 1."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not _has_bool(field.annotation) and _contains_bool(v, field.annotation):
+            raise ValueError("a boolean where a number or text is expected")
+        return v
+
+    @model_validator(mode="after")
+    def _plausible_magnitudes(self):
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            for suffix, limit in _UNIT_LIMITS:
+                if not name.endswith(suffix):
+                    continue
+                vals = v.values() if isinstance(v, dict) else [v]
+                for x in vals:
+                    if isinstance(x, (int, float)) and abs(x) > limit:
+                        raise ValueError(f"{name} = {x:g} is not a plausible value (limit {limit:g})")
+        return self
 
 
 class DeviceInfo(_Model):
@@ -611,9 +665,12 @@ def validate(data: Any, where: str = "profile") -> Profile:
         errs = getattr(e, "errors", lambda: [])()
         if errs:
             first = errs[0]
-            loc = ".".join(str(x) for x in first.get("loc", ())) or "(root)"
+            # keys come from the file: repr() keeps a key with a newline or control character on one line
+            loc = ".".join(x if isinstance(x, str) and x.isprintable() else repr(x)
+                           for x in map(lambda k: k if isinstance(k, str) else str(k), first.get("loc", ())))
             more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-            raise ProfileError(f"{where}: {loc}: {first.get('msg')}{more}") from None
+            msg = " ".join(str(first.get("msg")).split())
+            raise ProfileError(f"{where}: {loc or '(root)'}: {msg}{more}") from None
         raise ProfileError(f"{where}: {str(e).splitlines()[0]}") from None
 
 
