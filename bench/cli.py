@@ -70,49 +70,145 @@ def configure_target(device: str):
         raise CLIError(str(e)) from None
 
 
+MAX_SECONDS = 7 * 24 * 3600.0  # a week: any longer --budget or --time-limit is a typo
+
+
+def _seconds(name: str, value: Optional[float], hi: float = MAX_SECONDS) -> Optional[float]:
+    """A duration from the command line: finite, > 0 and at most ``hi`` seconds, or a one-line error."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and 0 < value <= hi):
+        raise CLIError(f"{name} must be a number of seconds in (0, {hi:g}], got {value}")
+    return value
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return str(a) == str(b)
+
+
 @app.command()
 def run(
-    device: Device = typer.Option(Device.auto, "--device", help="auto: CUDA if torch sees a GPU, else CPU."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto (the default): CUDA if torch sees a GPU, "
+                                            "else CPU. A resumed run keeps the device it was started on."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated benchmarks (default: all)."),
-    quick: bool = typer.Option(True, "--quick/--full", help="Quick sweep (minutes) or the full one."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default reports/<device>-<UTC time>/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a run in --out, skipping finished points."),
-    force: bool = typer.Option(False, "--force", help="Overwrite a non-empty output directory."),
+    quick: Optional[bool] = typer.Option(None, "--quick/--full", help="Quick sweep (minutes; the default) or the full one."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default reports/<device>-<UTC time>/); "
+                                       "a non-empty one is never overwritten without --force."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR", help="Continue the interrupted run in DIR, "
+                                          "with the settings it was started with, skipping the points it measured."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the outputs of a previous run in --out."),
     min_time: Optional[float] = typer.Option(None, "--min-time", help="Measured seconds per point (default: by device)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random inputs (default 0)."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget of the run: "
+                                           "the sweep is planned to fit and stops cleanly when it is spent; points "
+                                           "left out are recorded as skipped (--resume measures them)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", metavar="SECONDS", help="Time limit of each "
+                                               "benchmark (default 30 min quick, 4 h full): one that runs past it is "
+                                               "stopped and the suite goes on."),
+    ranks: Optional[int] = typer.Option(None, "--ranks", metavar="N", help="Processes for the collective "
+                                        "benchmarks (a2a): gloo ranks in CPU mode (default 2), GPUs on CUDA "
+                                        "(default all). Under torchrun the launch decides."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of the summary table."),
 ) -> None:
-    """Run the benchmarks and write measurements.jsonl, profile.json and report.md."""
-    from . import registry
+    """Run the benchmarks and write measurements.jsonl, profile.json and the report.
 
+    Each benchmark runs in a process of its own: a crash, CUDA error or hang is recorded as a failure and the
+    suite goes on. Ctrl-C finishes the point in flight (a second Ctrl-C or SIGTERM abandons it), writes the
+    profile and report for what was measured and exits non-zero; --resume DIR continues.
+    """
+    from . import registry, runner
+
+    _seconds("--min-time", min_time, 3600.0)
+    _seconds("--budget", budget)
+    _seconds("--time-limit", time_limit)
+    if seed is not None and not (0 <= seed < 2**63):
+        raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
+    if only is not None and not only.strip(" ,"):
+        raise CLIError("--only needs at least one benchmark name")
     try:
-        selection = registry.parse_selection(only)
+        wanted = registry.parse_selection(only) if only is not None else None
     except registry.UnknownBenchmark as e:
         raise CLIError(str(e)) from None
-    if min_time is not None and not (0 < min_time <= 3600):
-        raise CLIError(f"--min-time must be in (0, 3600] seconds, got {min_time}")
-    target = configure_target(device.value)
-    from . import runner
+    stored = None
+    if resume is not None:
+        if force:
+            raise CLIError("--resume continues a run and --force starts one over: give one of them")
+        if out is not None and not _same_dir(out, resume):
+            raise CLIError("--resume DIR is the output directory: drop --out")
+        try:
+            runner.prepare_out_dir(resume, resume=True)
+            stored = runner.load_settings(resume)
+        except runner.RunError as e:
+            raise CLIError(str(e)) from None
+    if stored is not None:  # resume as started; an option that says otherwise is a mistake
+        given = {"--only": (wanted, stored.selection), "--quick/--full": (quick, stored.quick),
+                 "--seed": (seed, stored.seed), "--min-time": (min_time, stored.min_time_s),
+                 "--device": (None if device in (None, Device.auto) else device.value, stored.backend),
+                 "--ranks": (ranks, stored.options.get("ranks"))}
+        clash = [f"{k} (it was started with {v[1]!r})" for k, v in given.items() if v[0] is not None and v[0] != v[1]]
+        if clash:
+            raise CLIError(f"{resume} is resumed with the settings it was started with: drop {', '.join(clash)}")
+        selection, quick, seed, min_time = stored.selection, stored.quick, stored.seed, stored.min_time_s
+        choice = stored.backend
+    else:
+        selection = wanted or registry.names()
+        quick = True if quick is None else quick
+        seed = 0 if seed is None else seed
+        choice = device.value if device is not None else "auto"
+    options: dict = dict(stored.options) if stored is not None else {}
+    from . import distributed
 
-    out_dir = out if out is not None else runner.default_out_dir(target)
+    if ranks is not None and not 1 <= ranks <= distributed.MAX_RANKS:
+        raise CLIError(f"--ranks must be in [1, {distributed.MAX_RANKS}], got {ranks}")
+    if ranks is not None and stored is None:
+        options["ranks"] = ranks
+    launched = distributed.torchrun_env()  # started by torchrun: this process is one rank of the launch
+    if launched is not None:
+        if resume is not None or budget is not None:
+            raise CLIError("--resume and --budget cannot be used under torchrun: every rank must run the same points")
+        if ranks is not None and ranks != launched.world_size:
+            raise CLIError(f"--ranks {ranks} disagrees with torchrun's WORLD_SIZE={launched.world_size}: drop --ranks")
+        if choice != "cpu":
+            distributed.pin_local_device(launched)  # each rank measures its own GPU
+    target = configure_target(choice)
+    bad_ranks = distributed.check_ranks(target, ranks)
+    if bad_ranks:
+        raise CLIError(bad_ranks)
+    quiet = launched is not None and launched.rank != 0
+    if quiet:  # only rank 0 writes the results; the other ranks' files go to a scratch directory
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix=f"rooflab-rank{launched.rank}-"))
+
+    out_dir = resume if resume is not None else out if out is not None else runner.default_out_dir(target)
     con = console()
+    con.quiet = quiet
     if not json_out:
         con.print(f"[bold]rooflab {__version__}[/] on [bold]{target.name}[/] ({target.backend}): {target.reason}")
-        con.print(f"output: {out_dir}")
+        con.print(f"output: {out_dir}" + (" (resumed)" if resume is not None else ""))
     progress_cb, progress = _progress(con, disable=json_out)
     try:
         with progress:
-            res = runner.run(selection, target, out_dir, quick=quick, resume=resume, force=force,
-                             min_time_s=min_time, seed=seed, on_progress=progress_cb)
+            res = runner.run(selection, target, out_dir, quick=quick, resume=resume is not None, force=force,
+                             min_time_s=min_time, seed=seed, options=options, on_progress=progress_cb,
+                             budget_s=budget, time_limit_s=time_limit,
+                             log=(lambda msg: None) if json_out else (lambda msg: con.print(msg, markup=False)))
     except runner.RunError as e:
         raise CLIError(str(e)) from None
-    if json_out:
+    if json_out and not quiet:
         typer.echo(res.profile.model_dump_json(indent=2, exclude_none=True))
     else:
         _summary(con, res)
+        if res.budget_skipped:
+            con.print(f"budget spent: {res.budget_skipped} points not measured; "
+                      f"rooflab run --resume {out_dir} measures them", markup=False)
     if res.interrupted:
-        raise CLIError(f"interrupted: kept {len(res.measurements)} records in {out_dir}; continue with --resume",
-                       code=130)
+        measured = sum(1 for m in res.measurements if m.status == "ok")
+        raise CLIError(f"interrupted by {res.signal}: wrote the profile and report for the {measured} records "
+                       f"measured in {out_dir}; continue with: rooflab run --resume {out_dir}", code=res.exit_code)
 
 
 def _progress(con, disable: bool):
@@ -131,36 +227,74 @@ def _progress(con, disable: bool):
     return cb, progress
 
 
+def _summary_rows(p) -> list[tuple[str, str, str]]:
+    """(quantity, value, how) for every headline number the profile holds; absent sections add nothing."""
+    from .report.markdown import fmt_rate
+
+    rows: list[tuple[str, str, str]] = []
+    pk = p.peaks
+    if pk.memory_bandwidth_Bps:
+        rows.append(("peak memory bandwidth", fmt_rate(pk.memory_bandwidth_Bps), pk.memory_bandwidth_source or ""))
+    if pk.copy_bandwidth_Bps:
+        rows.append(("copy bandwidth", fmt_rate(pk.copy_bandwidth_Bps), pk.copy_bandwidth_source or ""))
+    for dt, v in sorted(pk.matmul_flops.items()):
+        rows.append((f"matmul {dt}", fmt_rate(v, "FLOP/s"), pk.matmul_source.get(dt, "")))
+    for impl in sorted({d.impl for d in p.curves.decode}):
+        best = max((d for d in p.curves.decode if d.impl == impl), key=lambda d: d.bandwidth_Bps)
+        frac = f", {best.fraction_of_measured_hbm:.0%} of copy" if best.fraction_of_measured_hbm else ""
+        rows.append((f"decode attention, {impl}", fmt_rate(best.bandwidth_Bps),
+                     f"{best.layout} {best.model} b{best.batch} ctx {best.context}{frac}"))
+    ic = p.interconnect
+    if ic is not None:
+        for pb in ic.peak_busbw:
+            rows.append((f"all-to-all busbw, {pb.world_size} ranks", fmt_rate(pb.busbw_Bps),
+                         f"{ic.backend or ''} at {pb.message_bytes} B per rank"))
+        if ic.all_reduce is not None and ic.all_reduce.peak_busbw_Bps:
+            rows.append(("all-reduce busbw (best)", fmt_rate(ic.all_reduce.peak_busbw_Bps), ic.backend or ""))
+    ov = p.overheads
+    if ov is not None:
+        for name, v in (("launch", ov.launch_s), ("graph launch", ov.graph_launch_s), ("sync round trip", ov.sync_s)):
+            if v:
+                rows.append((f"{name} per kernel" if name != "sync round trip" else name, f"{v * 1e6:.2f} µs", ""))
+    hl = p.host_link
+    if hl is not None:
+        for name, v in (("host→device pinned", hl.peak_h2d_Bps), ("device→host pinned", hl.peak_d2h_Bps)):
+            if v:
+                theo = f"link {fmt_rate(hl.theoretical_Bps)} per direction" if hl.theoretical_Bps else ""
+                rows.append((name, fmt_rate(v), theo))
+    r = p.run
+    if r:
+        rows.append(("points", f"{r.points_ok} ok", f"{r.points_failed} failed, {r.points_skipped} skipped"))
+    return rows
+
+
 def _summary(con, res) -> None:
     from rich.table import Table
 
-    from .report.markdown import fmt_rate
-
     p = res.profile
-    t = Table(title=f"rooflab: {p.device.name} ({p.device.backend})")
+    label = "CPU mode: CPU numbers, not a GPU" if p.device.backend == "cpu" else p.device.backend
+    t = Table(title=f"rooflab: {p.device.name} ({label})")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_column("how")
-    if p.peaks.memory_bandwidth_Bps:
-        t.add_row("peak memory bandwidth", fmt_rate(p.peaks.memory_bandwidth_Bps), p.peaks.memory_bandwidth_source or "")
-    if p.peaks.copy_bandwidth_Bps:
-        t.add_row("copy bandwidth", fmt_rate(p.peaks.copy_bandwidth_Bps), p.peaks.copy_bandwidth_source or "")
-    for dt, v in sorted(p.peaks.matmul_flops.items()):
-        t.add_row(f"matmul {dt}", fmt_rate(v, "FLOP/s"), "")
-    r = p.run
-    if r:
-        t.add_row("points", f"{r.points_ok} ok", f"{r.points_failed} failed, {r.points_skipped} skipped")
+    for row in _summary_rows(p):
+        t.add_row(*row)
     t.add_row("wall time", f"{res.wall_time_s:.1f} s", "")
     con.print(t)
     for f in res.failures[:10]:
         con.print(f"[red]failed[/] {f}")
-    con.print(f"wrote {res.out_dir / 'profile.json'}, {res.out_dir / 'report.md'}, {res.out_dir / 'measurements.jsonl'}")
+    written = [n for n in ("profile.json", "report.md", "report.html", "measurements.jsonl", "plots")
+               if (res.out_dir / n).exists()]
+    con.print(f"wrote {', '.join(written)} in {res.out_dir}")
 
 
 # Further commands live in their own modules and register themselves on `app` when imported here.
 # One import line per module; keep this list sorted.
 # (issue 6: bench.cli_profiles — profile/roofline/compare; issue 7: bench.cli_report; issue 9: bench.cli_doctor;
 #  issue 11: bench.cli_validate)
+from . import cli_doctor  # noqa: E402,F401
+from . import cli_profiles  # noqa: E402,F401
+from . import cli_report  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

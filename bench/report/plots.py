@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 import math
 from collections import defaultdict
 from typing import Callable
@@ -506,7 +507,10 @@ def render_all(rd: ReportData) -> dict[str, bytes | str | None]:
 
 def _draw(make: Callable[[], Figure | None]) -> bytes | str | None:
     try:
-        fig = make()
-        return png(fig) if fig is not None else None
+        # matplotlib's layout/log-scale warnings would land on stderr, where rooflab promises one line at most
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = make()
+            return png(fig) if fig is not None else None
     except Exception as e:  # reported in the section instead of the plot
         return f"plot could not be drawn: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
