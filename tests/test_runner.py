@@ -224,3 +224,18 @@ def test_bad_run_settings_are_one_line_errors(tmp_path, text, needle):
     with pytest.raises(RunError, match=needle) as e:
         runner.load_settings(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_real_benchmarks_declare_their_oom_series(cpu_target):
+    """hbm, gemm and decode name a series and a size for every sweep point, so an out-of-memory point
+    skips the larger points of its series; sizes grow within a series the way memory use does."""
+    from bench import registry
+    from bench.registry import RunContext
+    from bench.runner import _series_size
+
+    ctx = RunContext(target=cpu_target, quick=False)
+    for name in ("hbm", "gemm", "decode"):
+        bench = registry.get(name)
+        placed = [_series_size(bench, p) for p in bench.sweep(ctx)]
+        assert placed and all(x is not None for x in placed), name
+        assert all(size > 0 for _, size in placed), name

@@ -124,6 +124,15 @@ class DecodeBenchmark:
         return pts
 
     # -- one point ---------------------------------------------------------------------------------------
+    # Out-of-memory at a point skips the larger caches of the same head config and dtype (bench/runner.py).
+    @staticmethod
+    def series_key(point: dict):
+        return point["model"], point["dtype"]
+
+    @staticmethod
+    def size_of(point: dict) -> int:
+        return int(point["batch"]) * int(point["context"])
+
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
         from kernels import decode_attention as K
 

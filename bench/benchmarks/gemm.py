@@ -215,6 +215,15 @@ class GemmBenchmark:
         return [(3072, 3072, 2048), (2048, 2048, 4096)]
 
     # -- one point ------------------------------------------------------------------------------------
+    # Out-of-memory at a shape skips the larger shapes of the same family and dtype (bench/runner.py).
+    @staticmethod
+    def series_key(point: dict):
+        return point["family"], point["dtype"]
+
+    @staticmethod
+    def size_of(point: dict) -> int:
+        return _footprint(point["M"], point["N"], point["K"], point["dtype"])
+
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
         t = ctx.target
         dt, family = point["dtype"], point["family"]

@@ -80,6 +80,15 @@ class HBMBenchmark:
                 pts.append({"dtype": dt, "working_set_bytes": ws})
         return pts
 
+    # Out-of-memory at a point skips the larger working sets of the same dtype (bench/runner.py).
+    @staticmethod
+    def series_key(point: dict):
+        return point["dtype"]
+
+    @staticmethod
+    def size_of(point: dict) -> int:
+        return int(point["working_set_bytes"])
+
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
         from kernels import hbm as K
 
