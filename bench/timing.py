@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from .target import Target
@@ -128,7 +128,7 @@ def _time_host(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each, c
 
     for _ in range(max(1, warmup)):
         est = one()
-    n = reps_for(est, min_time_s, min_reps, max_reps)
+    n = reps_for(est * inner, min_time_s, min_reps, max_reps)  # a sample costs `inner` calls
     return summarize([one() for _ in range(n)], "perf_counter")
 
 
@@ -154,8 +154,44 @@ def _time_cuda(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each) -
     torch.cuda.synchronize()
     cal = run(max(1, min(5, min_reps)))
     est = sorted(cal)[len(cal) // 2]
-    n = reps_for(est, min_time_s, min_reps, max_reps)
+    n = reps_for(est * inner, min_time_s, min_reps, max_reps)  # a sample costs `inner` calls
     return summarize(run(n), "cuda_events")
+
+
+def time_host(
+    fn: Callable[[], object],
+    target: Target,
+    *,
+    round_trip: bool = False,
+    min_time_s: float = 0.1,
+    min_reps: int = 5,
+    max_reps: int = 10_000,
+    warmup: int = 2,
+    inner: int = 1,
+    clock_ns: Callable[[], int] = time.perf_counter_ns,
+) -> Timing:
+    """Host clock around ``inner`` calls of ``fn``, per call: what the *host* pays (launch overhead).
+
+    The device is drained before every sample, outside the timed region, so queued work never leaks into
+    the next sample. Without ``round_trip`` nothing waits for the device inside the region: asynchronous
+    launches are timed as the host issues them. With ``round_trip`` every call is followed by a device
+    synchronisation inside the region: the host↔device round trip of e.g. a ``.item()``.
+    """
+    if inner < 1 or min_reps < 1 or max_reps < min_reps:
+        raise ValueError("need inner >= 1 and 1 <= min_reps <= max_reps")
+    sync = target.synchronize
+    body = (lambda: (fn(), sync())) if round_trip else fn
+    t = _time_host(body, min_time_s, min_reps, max_reps, warmup, inner, sync, clock_ns)
+    return replace(t, clock="perf_counter (host" + (", synchronised)" if round_trip else ")"))
+
+
+def per_call(t: Timing, calls: int) -> Timing:
+    """The Timing of one of ``calls`` calls that were timed together (e.g. a CUDA graph of N kernels)."""
+    if calls < 1:
+        raise ValueError("calls must be >= 1")
+    f = 1.0 / calls
+    return replace(t, median_s=t.median_s * f, min_s=t.min_s * f, max_s=t.max_s * f, mean_s=t.mean_s * f,
+                   p10_s=t.p10_s * f, p90_s=t.p90_s * f, total_s=t.total_s * f)
 
 
 class L2Flusher:
