@@ -26,6 +26,12 @@ from .timing import Timing, default_min_time_s, time_fn
 # name -> module defining BENCHMARK. Order is the order `rooflab run` runs them in.
 REGISTRY: dict[str, str] = {
     "hbm": "bench.benchmarks.hbm",
+    "gemm": "bench.benchmarks.gemm",
+    "overhead": "bench.benchmarks.overhead",
+    "transfer": "bench.benchmarks.transfer",
+    "allreduce": "bench.benchmarks.allreduce",
+    "decode": "bench.benchmarks.decode",
+    "a2a": "bench.benchmarks.a2a",
 }
 
 
