@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import target as T
 
+    if job["backend"] != "cpu":  # under torchrun each rank's worker measures its own GPU, not GPU 0
+        from bench import distributed
+
+        distributed.pin_local_device()
     T.configure(job["backend"])  # sets TRITON_INTERPRET before any kernel module is imported
     fields = dict(job["target"])
     cap = fields.get("capability")

@@ -18,6 +18,7 @@ This module is generic: the all-to-all benchmark uses it, an all-reduce benchmar
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import re
@@ -155,7 +156,22 @@ def _join_torchrun(target: Target, tr: TorchrunEnv, timeout_s: float) -> RankInf
                                 world_size=tr.world_size, timeout=timedelta(seconds=timeout_s), **kw)
     info = RankInfo(tr.rank, tr.world_size, tr.local_rank, backend, device, "torchrun", target)
     _GROUP["info"] = info
+    if not _GROUP.get("atexit"):
+        # Tear the group down before the interpreter does: gloo's threads destroyed at exit abort the process
+        # ("terminate called without an active exception", SIGABRT), which torchrun reports as a failure.
+        atexit.register(_leave_torchrun)
+        _GROUP["atexit"] = True
     return info
+
+
+def _leave_torchrun() -> None:
+    import torch.distributed as dist
+
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # at exit: nothing left to report to
+        pass
 
 
 def _torchrun_store(tr: TorchrunEnv, timeout_s: float):
