@@ -44,7 +44,8 @@ def _copy_kernel(src, dst, n, BLOCK: tl.constexpr):
 def _fill_kernel(dst, value, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    v = tl.full((BLOCK,), value, dtype=dst.dtype.element_ty)
+    # fill in fp32, then cast: the Triton 3.6 interpreter cannot build a non-zero bf16 constant (no get_bf16)
+    v = tl.full((BLOCK,), value, dtype=tl.float32).to(dst.dtype.element_ty)
     tl.store(dst + offs, v, mask=m)
 
 
