@@ -183,6 +183,22 @@ def test_world_size_one_runs_no_collective_and_says_so(cpu_target):
     assert s["interconnect"]["notes"] == [A.WORLD_SIZE_1] and "curves" not in s
 
 
+@pytest.mark.gpu
+def test_one_nccl_rank_runs_the_whole_collective_code_on_a_gpu(cpu_target):
+    """As far as one GPU allows: NCCL init, device pinning, CUDA-event timing, bf16 MoE checks, with n = 1."""
+    import dataclasses
+
+    gpu = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0")  # the rank configures CUDA itself
+    plan = A.BENCHMARK.collective_plan(_ctx(gpu, ranks=1, a2a_sizes=[1 << 20],
+                                            a2a_moe=[("deepseek-v3", 128, "skewed")]), 1)
+    recs = [A.Measurement.model_validate(d) for d in D.launch(A.collective_rank, 1, target=gpu, args=(plan,),
+                                                              timeout_s=300)]
+    assert [m.kernel for m in recs] == ["all_to_all", "dispatch", "combine"]
+    for m in recs:
+        assert m.status == "ok" and m.mode == "cuda" and m.impl == "nccl" and m.check.passed, m.reason
+        assert m.timing.clock.startswith("cuda_events") and m.extra["busbw_Bps"] == 0.0  # (n-1)/n = 0
+
+
 # -- profile ------------------------------------------------------------------------------------------------
 
 def _rec(kernel, params, nbytes, median_s, **extra):
