@@ -205,6 +205,10 @@ def run(
         if res.budget_skipped:
             con.print(f"budget spent: {res.budget_skipped} points not measured; "
                       f"rooflab run --resume {out_dir} measures them", markup=False)
+    if quiet:  # a non-zero torchrun rank: its scratch copy of the results is not needed
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
     if res.interrupted:
         measured = sum(1 for m in res.measurements if m.status == "ok")
         raise CLIError(f"interrupted by {res.signal}: wrote the profile and report for the {measured} records "
@@ -295,6 +299,7 @@ def _summary(con, res) -> None:
 from . import cli_doctor  # noqa: E402,F401
 from . import cli_profiles  # noqa: E402,F401
 from . import cli_report  # noqa: E402,F401
+from . import cli_validate  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,14 +15,16 @@ Per GPU (the busiest, which balanced sharding makes any):
   distinct experts a batch hits, E·(1 − (1 − k/E)^batch) per layer) + the KV cache of every sequence the GPU
   attends for (KV bytes/token = 2·layers·kv_heads·head_dim·bytes; MLA layers·(kv_lora + rope)·bytes; GQA KV is
   split over min(tp, kv_heads) GPUs, MLA's latent is not split);
-- **compute time** = FLOPs / matmul FLOP/s; **memory time** = weight bytes / bandwidth + KV bytes / KV bandwidth;
+- **compute time** = FLOPs / matmul FLOP/s; **memory time** = weight bytes / weight-streaming bandwidth + KV bytes /
+  KV bandwidth;
 - **communication**: TP all-reduce, 2 per layer of (tokens · hidden) activations, ring time
   2·(tp−1)/tp · bytes / link; EP all-to-all, dispatch + combine per MoE layer, bytes per rank
   (tokens/gpus · k · hidden · activation bytes), time = bytes · (ep−1)/ep / bus bandwidth (nccl-tests' busbw);
 - **overhead** (issue 14) = kernels one GPU launches per step (``ModelSpec.decode_kernels``, counted from the
-  structure) × the profile's measured per-kernel launch cost (``overheads.launch_s``; ``graph_launch_s`` for a
-  ``cuda_graphs`` deployment); 0 when the profile has no ``overheads``. With a measured all-reduce fit at the tp
-  world size (``interconnect.all_reduce``), each TP all-reduce costs α + bytes/β instead of the ring formula;
+  structure, or ``Deployment.kernels_per_step`` when a real step's kernels were counted) × the profile's measured
+  per-kernel launch cost (``overheads.launch_s``; ``graph_launch_s`` for a ``cuda_graphs`` deployment); 0 when the
+  profile has no ``overheads``. With a measured all-reduce fit at the tp world size (``interconnect.all_reduce``),
+  each TP all-reduce costs α + bytes/β instead of the ring formula;
 - **step time** = max(compute, memory) + communication + overhead; ``bound`` names the larger of compute and
   memory, or "communication" / "overhead" when that is larger than both. ``load_time_s`` (per row, not part of the
   step) is the weights one GPU holds over its host link (measured pinned host->device fit, else the link's rate).
@@ -37,10 +39,11 @@ a prompt (2 · params · tokens + causal attention, weights read once, spread ov
 Rates. A spec profile gives peaks: bandwidth, FLOP/s per dtype, link bandwidth. A measured profile gives curves,
 and the model uses them: the HBM read bandwidth at the bytes in play, the matmul efficiency at the step's
 (M, N, K, dtype) (the measured FLOP/s as a fraction of that shape's own roofline, applied to the dtype's peak),
-the decode-attention bandwidth at (batch, context), and the all-to-all bus bandwidth at the message size; a curve
-that is empty (or a dtype not measured) falls back to the peak, and ``notes`` says so. A measured GPU profile is
-merged with its card's spec first (``bench.profile.with_spec``) for what was not measured (links, price, other
-dtypes).
+the bandwidth at which the matmul curve's GEMMs stream their weights at that (M, N, K) (issue 11: small-M GEMMs
+stream slower than a read kernel; the read curve where no matmul curve exists), the decode-attention bandwidth at
+(batch, context), and the all-to-all bus bandwidth at the message size; a curve that is empty (or a dtype not
+measured) falls back to the peak, and ``notes`` says so. A measured GPU profile is merged with its card's spec
+first (``bench.profile.with_spec``) for what was not measured (links, price, other dtypes).
 """
 from __future__ import annotations
 
@@ -75,6 +78,7 @@ class Deployment:
     act_dtype: str = "bf16"  # activations sent over the links
     memory_utilization: float = DEFAULT_MEMORY_UTILIZATION
     cuda_graphs: bool = False  # decode steps replayed from CUDA graphs: the graph launch cost per kernel applies
+    kernels_per_step: int | None = None  # kernels one GPU launches per step when known (counted); None: the census
 
     def resolved(self, model: ModelSpec) -> "Deployment":
         """Checked and completed; RooflineError with one line if it does not add up."""
@@ -89,6 +93,10 @@ class Deployment:
             raise RooflineError(f"ep {self.ep}: {model.name} is dense (expert parallelism needs a MoE model)")
         if model.is_moe and self.ep > (model.routed_experts or 1):
             raise RooflineError(f"ep {self.ep} is more than {model.name}'s {model.routed_experts} experts")
+        if self.kernels_per_step is not None and (not isinstance(self.kernels_per_step, int)
+                                                  or isinstance(self.kernels_per_step, bool)
+                                                  or self.kernels_per_step < 1):
+            raise RooflineError(f"kernels_per_step must be a whole number >= 1, got {self.kernels_per_step!r}")
         if not (0 < self.memory_utilization <= 1):
             raise RooflineError(f"memory_utilization must be in (0, 1], got {self.memory_utilization}")
         try:
@@ -142,6 +150,16 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) and f > 0 else None
+
+
+def _matmul_family(pts: list[Any], m: float, n: float, k: float) -> list[Any]:
+    """The measured matmul points of the (N, K) nearest to (n, k) in log distance, among the families measured
+    down to M <= m when there are any (a family of large squares says nothing about a small-M GEMM: interpolating
+    it would clamp to its smallest M)."""
+    reach = [p for p in pts if p.M <= m * (1 + 1e-9)]
+    fams = {(p.N, p.K) for p in reach} or {(p.N, p.K) for p in pts}
+    near = min(fams, key=lambda nk: (math.log(nk[0] / n) ** 2 + math.log(nk[1] / k) ** 2, nk))
+    return [p for p in pts if (p.N, p.K) == near]
 
 
 # ---------------------------------------------------------------------------------------------- the hardware
@@ -255,8 +273,7 @@ class Hardware:
             self.note(f"matmul: {dtype} peak ({origin}; no measured curve for it)")
             return peak
         m, n, k = max(m, 1.0), max(n, 1.0), max(k, 1.0)
-        near = min(pts, key=lambda p: (math.log(p.N / n) ** 2 + math.log(p.K / k) ** 2, abs(math.log(p.M / m))))
-        fam = [p for p in pts if (p.N, p.K) == (near.N, near.K)]
+        fam = _matmul_family(pts, m, n, k)
         bw = self.peak_bandwidth_Bps
         effs = []
         for p in fam:
@@ -265,6 +282,25 @@ class Hardware:
         eff = interp_log(_best_by_x(effs), m) or 1.0
         self.note(f"matmul: {dtype} efficiency from the measured curve by shape (peak {origin})")
         return peak * eff
+
+    def weight_stream_rate(self, dtype: str, m: float, n: float, k: float, nbytes: float) -> float:
+        """Bandwidth at which (m × k) · (k × n) matmuls in ``dtype`` stream ``nbytes`` of weights (issue 11:
+        small-GEMM efficiency). With a measured matmul curve: the bytes per second (A + B + C bytes ÷ the time its
+        FLOP/s imply) the nearest measured (N, K) family achieves, interpolated in M — small-M GEMMs (GEMV kernels,
+        tile quantisation, a CPU BLAS's small-M path) stream weights slower than a read kernel, and at large M the
+        time is the compute-bound GEMM's; else the memory curve at ``nbytes`` (spec profiles: the peak)."""
+        pts = [p for p in self.profile.curves.matmul if str(p.dtype).lower() == dtype.lower() and p.bytes
+               and p.flops] if self.use_curves else []
+        if not pts:
+            return self.memory_rate(nbytes)
+        m, n, k = max(m, 1.0), max(n, 1.0), max(k, 1.0)
+        fam = _matmul_family(pts, m, n, k)
+        bw = interp_log(_best_by_x((p.M, p.bytes * p.flops / (2.0 * p.M * p.N * p.K)) for p in fam), m)
+        if not bw:
+            return self.memory_rate(nbytes)
+        self.note(f"weights: streamed at the bandwidth the measured {dtype} matmul curve achieves at the step's "
+                  "(M, N, K)")
+        return bw
 
     # ---------------------------------------------------------------- links
     def link(self, group: int) -> tuple[float, str]:
@@ -457,6 +493,22 @@ class Roofline:
             t += expert_flops / self.hw.matmul_rate(self.expert_dtype, per_expert, self.expert_n, m.hidden)
         return t
 
+    def weight_time_s(self, tokens: float, per_group_tokens: float) -> float:
+        """Per-GPU time streaming the weights ``tokens`` tokens touch: the dense part at the rate its GEMMs reach at
+        M = the group's tokens, the experts hit at the rate at M = tokens per expert
+        (``Hardware.weight_stream_rate``; without a measured matmul curve both are the memory rate at the bytes in
+        play)."""
+        m, d, hw = self.model, self.dep, self.hw
+        total = self.weight_bytes_per_gpu(tokens)
+        dense = m.dense_params * self.wb / d.tp
+        t = dense / hw.weight_stream_rate(self.dense_dtype, per_group_tokens, self.dense_n, m.hidden, total)
+        experts = total - dense
+        if experts > 0:
+            hit = m.experts_touched(tokens)
+            per_expert = tokens * m.experts_per_token / hit if hit else 1.0
+            t += experts / hw.weight_stream_rate(self.expert_dtype, per_expert, self.expert_n, m.hidden, total)
+        return t
+
     def comm_times_s(self, tokens: float) -> tuple[float, float]:
         """(TP all-reduce, EP all-to-all) per-GPU time for ``tokens`` tokens in the replica."""
         m, d = self.model, self.dep
@@ -485,11 +537,11 @@ class Roofline:
         kv_gpu = per_group * m.kv_bytes(context, d.kv_dtype) / self.kv_shards
         attn_flops_gpu = b * m.attention_flops_per_token(context) / d.gpus
         compute = self.matmul_time_s(b, per_group) + attn_flops_gpu / hw.peak_flops(self.attn_dtype)
-        weight_t = w_gpu / hw.memory_rate(w_gpu)
+        weight_t = self.weight_time_s(b, per_group)
         kv_t = kv_gpu / hw.kv_rate(per_group, context, m, d.kv_dtype, kv_gpu) if kv_gpu else 0.0
         tp_t, ep_t = self.comm_times_s(b)
         mb = self.max_batch(context)
-        kernels = m.decode_kernels(d.tp, d.ep)
+        kernels = self.kernels_per_step()
         return StepEstimate(
             batch=batch, context=context, gpus=d.gpus, compute_time_s=compute, memory_time_s=weight_t + kv_t,
             weight_time_s=weight_t, kv_time_s=kv_t, comm_time_s=tp_t + ep_t, tp_comm_time_s=tp_t, ep_comm_time_s=ep_t,
@@ -502,7 +554,12 @@ class Roofline:
     def overhead_time_s(self) -> float:
         """Fixed cost of a decode step (issue 14): kernels one GPU launches per step (ModelSpec.decode_kernels)
         × the profile's per-kernel launch cost (CUDA-graph replay cost with ``cuda_graphs``); 0 without one."""
-        return self.model.decode_kernels(self.dep.tp, self.dep.ep) * self.hw.launch_cost_s(self.dep.cuda_graphs)
+        return self.kernels_per_step() * self.hw.launch_cost_s(self.dep.cuda_graphs)
+
+    def kernels_per_step(self) -> int:
+        """The deployment's counted kernels per step if it gives them (issue 11: a profiler's count of a real step),
+        else the model's census (ModelSpec.decode_kernels)."""
+        return self.dep.kernels_per_step or self.model.decode_kernels(self.dep.tp, self.dep.ep)
 
     def load_time_s(self) -> float | None:
         """Loading the weights one GPU holds from host memory over its own host link (each GPU in parallel):

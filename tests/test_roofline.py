@@ -183,8 +183,13 @@ def test_measured_profile_uses_its_curves():
     m = M.resolve("llama-3.1-8b")
     est = R.estimate(_measured(), m, batches=[16, 1024], context=8192)
     s16, s1024 = est.rows
-    w = 2 * m.dense_params  # ≈ 15 GB: past the last read point, so the 10 GB read bandwidth
-    assert s16.weight_time_s == pytest.approx(w / 3.0e12)
+    w = 2 * m.dense_params  # ≈ 15 GB
+    # issue 11: weights stream at the bandwidth the matmul curve reaches at M = 16 (A + B + C bytes × FLOP/s ÷ 2MNK
+    # of the measured (14336, 4096) family, interpolated in log M between M = 1 and M = 1024), not the read curve's
+    gemm_bw = lambda M_, fl: (M_ * 4096 + 4096 * 14336 + M_ * 14336) * 2 * fl / (2 * M_ * 14336 * 4096)  # noqa: E731
+    frac = math.log(16) / math.log(1024)
+    assert s16.weight_time_s == pytest.approx(w / (gemm_bw(1, 1e12) + frac * (gemm_bw(1024, 7e14) - gemm_bw(1, 1e12))))
+    assert est.rows[0].weight_time_s > w / 3.0e12  # slower than the 10 GB read point: a small-M GEMM, not a stream
     assert s16.kv_time_s == pytest.approx(16 * 8192 * 131072 / 2.6e12)  # the decode curve at (16, 8192)
     # matmul at M = 1024 on the measured family (N, K) = (14336, 4096): 7.0e14 of a 7.9e14 peak, compute bound
     attn = 1024 * m.attention_flops_per_token(8192) / 7.9e14

@@ -1,0 +1,207 @@
+"""`rooflab validate`: real decode steps of a reduced transformer, measured and predicted (bench/validate.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import CLIError, Device, app, configure_target
+from .cli import console as _console
+
+MAX_BATCH = 4096
+MAX_CONTEXT = 1 << 20
+RESULT_FILE = "validation.json"
+PROFILE_DIR = "profile"  # the benchmark run inside --out when no --profile is given
+
+
+def _ints(text: Optional[str], what: str, hi: int) -> Optional[list[int]]:
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise CLIError(f"{what} wants comma-separated whole numbers, got {part!r}") from None
+        if not 1 <= v <= hi:
+            raise CLIError(f"{what} values must be in [1, {hi}], got {v}")
+        out.append(v)
+    if not out:
+        raise CLIError(f"{what} is empty")
+    return sorted(set(out))
+
+
+def _ms(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v * 1e3:.3g}"
+
+
+def _pct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v * 100:+.0f}%"
+
+
+def _apct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v * 100:.1f}%"
+
+
+@app.command("validate")
+def validate_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Model preset(s) or JSON file(s), comma-separated "
+                                        "(default: llama-3.1-8b,qwen3-30b-a3b: a dense and a MoE model)."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Layers of the reduced model that is built "
+                                         "(default 4 on GPU, 1 on CPU); the prediction is for the same layers."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default GPU "
+                                        "1,4,16,64,256; CPU 1,4,16)."),
+    context: Optional[str] = typer.Option(None, "--context", help="Comma-separated context lengths in tokens, the "
+                                          "new one included (default GPU 512,2048,8192,32768; CPU 512,2048)."),
+    device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA if torch sees a GPU), cuda or cpu."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME|PATH", help="Measured profile of this "
+                                          "device to predict from (default: run hbm, gemm, overhead and decode "
+                                          "first, quick sweeps, into --out)."),
+    spec: Optional[str] = typer.Option(None, "--spec", metavar="NAME|PATH", help="Spec sheet to predict from "
+                                       "(default: the card torch reports; none exists for a CPU)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write validation.json (and the benchmark run) "
+                                       "(default reports/validate-<device>-<UTC time>/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a previous validation.json in --out."),
+    min_time: Optional[float] = typer.Option(None, "--min-time", help="Measured seconds per point (default: by "
+                                             "device, at least 5 steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights, caches and inputs."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
+    few layers) and compare them with the roofline model's predictions from this device's measured profile and
+    from the card's spec sheet: a table per (batch, context) with both relative errors and the bound.
+
+    Exits 0 when every point ran, 1 when a point failed its correctness check, 2 for bad usage."""
+    from . import runner
+    from . import validate as V
+    from .cli import _progress, _seconds
+    from .profile import atomic_write_text
+
+    _seconds("--min-time", min_time, 3600.0)
+    if not 0 <= seed < 2**63:
+        raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
+    batches = _ints(batch, "--batch", MAX_BATCH)
+    contexts = _ints(context, "--context", MAX_CONTEXT)
+    try:
+        models = V.parse_models(model)
+        for m in models:
+            if layers is not None:
+                V.reduced_model(m, layers)  # the range check, with the model's own layer count
+    except V.ValidateError as e:
+        raise CLIError(str(e)) from None
+    target = configure_target(device.value)
+    out_dir = out if out is not None else Path("reports") / f"validate-{runner.default_out_dir(target).name}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out {out_dir} exists and is not a directory")
+    if (out_dir / RESULT_FILE).exists() and not force:
+        raise CLIError(f"{out_dir / RESULT_FILE} exists: use --force to overwrite it or another --out")
+
+    con = _console()
+    con.quiet = json_out
+    con.print(f"rooflab validate on {target.name} ({target.backend}): {target.reason}", markup=False)
+    notes: list[str] = []
+    try:
+        spec_prof, spec_note = V.spec_profile_for(target, spec)
+        if profile is not None:
+            measured, warn = V.load_measured(profile, target)
+            notes += warn
+            label = profile
+        else:
+            run_dir = out_dir / PROFILE_DIR
+            con.print(f"measuring the profile first ({', '.join(V.NEEDED_BENCHMARKS)}, quick) into {run_dir}",
+                      markup=False)
+            cb, progress = _progress(con, disable=json_out)
+            with progress:
+                measured = V.measure_profile(target, run_dir, on_progress=cb, force=force,
+                                             log=(lambda msg: None) if json_out else
+                                             (lambda msg: con.print(msg, markup=False)))
+            label = str(run_dir / runner.PROFILE)
+
+        def on_point(r) -> None:
+            if r.status == "ok":
+                con.print(f"  {r.model}  batch {r.batch}  context {r.context}: measured {_ms(r.measured_s)} ms, "
+                          f"model {_ms(r.predicted_s)} ms ({_pct(r.error)})", markup=False)
+            else:
+                con.print(f"  {r.model}  batch {r.batch}  context {r.context}: {r.status}: {r.reason}", markup=False)
+
+        res = V.validate(target, models, measured=measured, profile_label=label, spec=spec_prof,
+                         spec_note=spec_note, layers=layers, batches=batches, contexts=contexts,
+                         min_time_s=min_time, seed=seed, notes=notes, on_point=on_point)
+    except V.ValidateError as e:
+        raise CLIError(str(e)) from None
+    doc = res.as_dict()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / RESULT_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    except OSError as e:
+        raise CLIError(f"cannot write {out_dir / RESULT_FILE}: {e.strerror or e}") from None
+    doc["written"] = str(out_dir / RESULT_FILE)
+    if json_out:
+        typer.echo(json.dumps(doc, allow_nan=False))
+    else:
+        _print_tables(con, res)
+        con.print(f"wrote {out_dir / RESULT_FILE}", markup=False)
+    if res.summary.get("failed"):
+        raise typer.Exit(1)
+
+
+def _print_tables(con, res) -> None:
+    from rich.table import Table
+
+    from . import validate as V
+
+    has_spec = any(r.spec_predicted_s is not None for r in res.rows)
+    has_overhead = any((r.overhead_s or 0) > 0 for r in res.rows)
+    has_drift = any(r.drift is not None for r in res.rows)
+    for model in dict.fromkeys(r.model for r in res.rows):
+        rows = [r for r in res.rows if r.model == model]
+        t = Table(title=f"{model} on {res.device} ({res.mode}, {res.dtype})")
+        for col, just in (("batch", "right"), ("context", "right"), ("measured ms", "right"),
+                          ("model ms", "right"), ("error", "right")):
+            t.add_column(col, justify=just)
+        if has_overhead:
+            t.add_column("w/o overhead", justify="right")
+        if has_spec:
+            t.add_column("spec ms", justify="right")
+            t.add_column("spec error", justify="right")
+        if has_drift:
+            t.add_column("drift", justify="right")
+        t.add_column("bound")
+        for r in rows:
+            meas = (f"{_ms(r.measured_s)} ({_ms(r.measured_p10_s)}–{_ms(r.measured_p90_s)})"
+                    if r.measured_s is not None else r.status)
+            cells = [str(r.batch), str(r.context), meas, _ms(r.predicted_s), _pct(r.error)]
+            if has_overhead:
+                cells.append(_pct(r.error_no_overhead))
+            if has_spec:
+                cells += [_ms(r.spec_predicted_s), _pct(r.spec_error)]
+            if has_drift:
+                cells.append(_pct(r.drift) + ("!" if r.drift is not None and abs(r.drift) > V.DRIFT_LIMIT else ""))
+            bound = r.bound or "–"
+            if has_spec and r.spec_bound and r.spec_bound != r.bound:
+                bound += f" (spec: {r.spec_bound})"
+            cells.append(bound if r.status == "ok" else f"{bound}; {r.status}: {r.reason[:60]}")
+            t.add_row(*cells)
+        con.print(t)
+    s = res.summary
+    line = (f"median |error| over {s['measured']} points: measured profile {_apct(s['median_abs_error'])}"
+            + (f" (without the overhead term {_apct(s['median_abs_error_no_overhead'])})"
+               if s.get("median_abs_error_no_overhead") is not None else "")
+            + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
+               else "; no spec-sheet prediction"))
+    con.print(line, markup=False)
+    if s.get("unsteady"):
+        con.print(f"{s['unsteady']} points measured while the memory bandwidth moved > {V.DRIFT_LIMIT:.0%} (drift "
+                  f"column, '!'); over the steady ones: {_apct(s.get('median_abs_error_steady'))}", markup=False)
+    for m, b in s["by_model"].items():
+        con.print(f"  {m}: measured profile {_apct(b['median_abs_error'])}, spec {_apct(b['median_abs_spec_error'])}"
+                  f", {b['failed']} failed, {b['skipped']} skipped", markup=False)
+    for n in res.notes:
+        con.print(f"note: {n}", markup=False)
+    for n in res.prediction_notes:
+        con.print(f"model: {n}", markup=False)

@@ -1,0 +1,314 @@
+"""`rooflab validate`: the table logic (errors, medians, bounds, layer scaling) with fake timings, the reduced
+model's predictions by hand, and the decode step of a tiny transformer checked against float64 on the CPU."""
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from bench import models as M
+from bench import profile as P
+from bench import roofline as R
+from bench import validate as V
+from bench.registry import RunContext
+from bench.timing import summarize as timing_of
+
+H100 = P.resolve("h100-sxm")
+BW, F = 3.35e12, 989.4e12  # the H100 SXM sheet: HBM3 bandwidth, bf16 dense FLOP/s
+BF16 = V.deployment("bfloat16", cuda_graphs=False)
+
+# tiny shapes with the structure of the presets (GQA 2, gated MLP / top-2 of 4 experts), odd vocabulary
+TINY_DENSE = M.ModelSpec(name="tiny-dense", family="dense", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16,
+                         ffn_intermediate=96, vocab=101)
+TINY_MOE = M.ModelSpec(name="tiny-moe", family="moe", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16,
+                       moe_intermediate=32, routed_experts=4, experts_per_token=2, vocab=101)
+
+
+def fake_timing(median_s: float):
+    return timing_of([median_s * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)], "fake")
+
+
+def _measured_cpu(overhead_s: float | None = None) -> P.Profile:
+    dev = P.DeviceInfo(name="test cpu", backend="cpu", memory_bytes=16 * 10**9, compute_units=2,
+                       cache_bytes=32 * 2**20)
+    data = {"name": "test cpu", "device": dev,
+            "peaks": P.Peaks(memory_bandwidth_Bps=20e9, matmul_flops={"float32": 2e11}),
+            "curves": P.Curves(hbm=[P.HBMPoint(op="read", impl="torch", dtype="float32", working_set_bytes=ws,
+                                               bandwidth_Bps=bw, median_s=1.0, p10_s=1.0, p90_s=1.0,
+                                               beyond_cache=True)
+                                    for ws, bw in ((10**8, 18e9), (10**9, 20e9))])}
+    if overhead_s is not None:
+        data["overheads"] = P.Overheads(launch_s=overhead_s)
+    return P.Profile(**data)
+
+
+# ------------------------------------------------------------------------------------------ the table logic
+def test_rel_error_sign_and_missing_values():
+    assert V.rel_error(1.2, 1.0) == pytest.approx(0.2)
+    assert V.rel_error(0.5, 1.0) == pytest.approx(-0.5)  # optimistic: the model predicts a faster step
+    assert V.rel_error(None, 1.0) is None and V.rel_error(1.0, None) is None and V.rel_error(1.0, 0.0) is None
+
+
+def test_row_errors_from_fake_timings():
+    m = V.reduced_model(M.resolve("llama-3.1-8b"), 2)
+    pred = V.predict(R.Hardware(H100), m, BF16, 1, 4096)
+    measured = pred.step_time_s * 1.25  # the step took 25% longer than the sheet says
+    row = V.make_row(m.name, 2, 1, 4096, measured=fake_timing(measured), pred=pred, spec=pred)
+    assert row.measured_s == pytest.approx(measured) and row.reps == 5
+    assert row.measured_p10_s < row.measured_s < row.measured_p90_s
+    assert row.error == pytest.approx(1 / 1.25 - 1) == row.spec_error
+    assert row.error_no_overhead == row.error and row.overhead_s == 0  # a spec sheet has no overheads
+    assert row.bound == row.spec_bound == "memory"
+    assert row.weight_bytes == pytest.approx(pred.weight_bytes) and row.kernels_per_step == pred.kernels_per_step
+    # a failed or skipped point keeps its predictions, but no time and no error
+    bad = V.make_row(m.name, 2, 1, 4096, measured=fake_timing(1.0), pred=pred, status="failed", reason="check")
+    assert bad.measured_s is None and bad.error is None and bad.predicted_s == pred.step_time_s
+    assert json.loads(json.dumps(row.as_dict()))["error"] == pytest.approx(row.error)
+
+
+def test_errors_with_and_without_the_overhead_term():
+    m = V.reduced_model(TINY_DENSE, 2)
+    hw = R.Hardware(_measured_cpu(overhead_s=1e-3))
+    pred = V.predict(hw, m, V.deployment("float32", False), 1, 16)
+    assert pred.overhead_time_s == pytest.approx(m.decode_kernels() * 1e-3)
+    assert pred.bound == "overhead"  # kernels of a tiny model cost more than its bytes
+    row = V.make_row(m.name, 2, 1, 16, measured=fake_timing(pred.step_time_s), pred=pred)
+    assert row.error == pytest.approx(0.0, abs=1e-12)
+    no_ovh = pred.step_time_s - pred.overhead_time_s
+    assert row.predicted_no_overhead_s == pytest.approx(no_ovh)
+    assert row.error_no_overhead == pytest.approx(no_ovh / pred.step_time_s - 1)
+    s = V.summarize([row])
+    assert s["median_abs_error_no_overhead"] == pytest.approx(abs(row.error_no_overhead))
+    assert s["bounds"] == {"overhead": 1}
+
+
+def test_counted_kernels_replace_the_census():
+    m = V.reduced_model(TINY_DENSE, 2)
+    hw = R.Hardware(_measured_cpu(overhead_s=1e-6))
+    census = V.predict(hw, m, V.deployment("float32", False), 1, 16)
+    counted = V.predict(hw, m, V.deployment("float32", False, kernels=100), 1, 16)
+    assert census.kernels_per_step == m.decode_kernels() == 2 * 10 + 6 and counted.kernels_per_step == 100
+    assert counted.overhead_time_s == pytest.approx(100e-6)
+    assert counted.step_time_s - census.step_time_s == pytest.approx((100 - 26) * 1e-6)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(R.RooflineError, match="kernels_per_step"):
+            V.predict(hw, m, V.deployment("float32", False, kernels=bad), 1, 16)
+
+
+def test_kernel_count_needs_a_gpu(cpu_target):
+    assert V.count_kernels(cpu_target, lambda: torch.ones(3) + 1) is None  # no CUDA activity on a CPU
+
+
+def test_summary_medians_counts_and_models():
+    def row(model, err, spec_err=None, status="ok", drift=None):
+        r = V.Row(model=model, layers=1, batch=1, context=1, status=status)
+        if status == "ok":
+            r.measured_s, r.error, r.spec_error, r.bound, r.drift = 1.0, err, spec_err, "memory", drift
+        return r
+
+    rows = [row("a", 0.1, 0.5), row("a", -0.3, -0.6), row("a", 0.2, 0.55), row("b", -0.05),
+            row("b", None, status="failed"), row("b", None, status="skipped")]
+    s = V.summarize(rows)
+    assert s["points"] == 6 and s["measured"] == 4 and s["failed"] == 1 and s["skipped"] == 1
+    assert s["median_abs_error"] == pytest.approx(0.15)  # |0.1|, |-0.3|, |0.2|, |-0.05| → (0.1 + 0.2) / 2
+    assert s["max_abs_error"] == pytest.approx(0.3) and s["optimistic"] == 2
+    assert s["median_abs_spec_error"] == pytest.approx(0.55)  # only the points with a spec prediction
+    assert s["median_abs_error_no_overhead"] is None  # no overhead term in any row
+    assert s["by_model"]["a"]["median_abs_error"] == pytest.approx(0.2)
+    assert s["by_model"]["b"]["median_abs_spec_error"] is None and s["by_model"]["b"]["failed"] == 1
+    assert "unsteady" not in s
+    cpu = V.summarize([row("c", 0.1, drift=0.0), row("c", 0.9, drift=-0.5), row("c", 0.3, drift=0.1)])
+    assert cpu["unsteady"] == 1 and cpu["median_abs_error_steady"] == pytest.approx(0.2)
+    assert V.summarize([])["median_abs_error"] is None
+
+
+def test_bound_labels_follow_the_model():
+    m = V.reduced_model(M.resolve("llama-3.1-8b"), 4)
+    hw = R.Hardware(H100)
+    small, big = V.predict(hw, m, BF16, 1, 512), V.predict(hw, m, BF16, 4096, 512)
+    assert small.bound == "memory" and big.bound == "compute"
+    rows = [V.make_row(m.name, 4, p.batch, 512, measured=fake_timing(p.step_time_s), pred=p) for p in (small, big)]
+    assert V.summarize(rows)["bounds"] == {"compute": 1, "memory": 1}
+
+
+# ------------------------------------------------------------------------------------------- layer scaling
+def test_reduced_model_keeps_shapes_and_scales_with_layers():
+    full = M.resolve("llama-3.1-8b")
+    two, four = V.reduced_model(full, 2), V.reduced_model(full, 4)
+    assert (two.layers, two.hidden, two.heads, two.kv_heads, two.vocab) == (2, 4096, 32, 8, 128256)
+    assert two.name == "llama-3.1-8b (2 of 32 layers)" and two.total_params is None
+    per_layer = full.attention_params_per_layer + 3 * 4096 * 14336
+    assert four.dense_params - two.dense_params == 2 * per_layer  # the LM head is in both
+    assert two.dense_params == 2 * per_layer + 128256 * 4096
+    assert two.kv_bytes(1000) * 16 == full.kv_bytes(1000)
+    assert two.decode_kernels() == 2 * (2 + 5 + 3) + 6
+    hw = R.Hardware(H100)
+    s2, s4 = V.predict(hw, two, BF16, 1, 2048), V.predict(hw, four, BF16, 1, 2048)
+    kv_layer = 2048 * 2 * 8 * 128 * 2
+    assert s4.memory_time_s - s2.memory_time_s == pytest.approx(2 * (per_layer * 2 + kv_layer) / BW)
+    assert s2.kv_bytes == 2 * kv_layer  # batch 1 × 2048 tokens (the new one included) × 2 layers
+    assert s2.flops == pytest.approx(2 * two.matmul_params_per_token + two.attention_flops_per_token(2048))
+
+
+def test_reduced_moe_keeps_a_moe_layer_and_refuses_bad_layer_counts():
+    ds = M.resolve("deepseek-v3")
+    r = V.reduced_model(ds, 2)
+    assert r.dense_layers_first == 1 and r.moe_layers == 1 and r.routed_experts == 256
+    q = V.reduced_model(M.resolve("qwen3-30b-a3b"), 1)
+    assert q.moe_layers == 1 and q.experts_touched(1) == pytest.approx(8)
+    for bad in (0, 49, True):
+        with pytest.raises(V.ValidateError):
+            V.reduced_model(M.resolve("qwen3-30b-a3b"), bad)
+
+
+def test_unsupported_architectures_are_refused_in_one_line():
+    assert V.supported(M.resolve("llama-3.1-8b")) is None and V.supported(M.resolve("mixtral-8x7b")) is None
+    assert "MLA" in V.supported(M.resolve("deepseek-v3"))
+    assert "sliding-window" in V.supported(M.resolve("gpt-oss-120b"))
+    with pytest.raises(V.ValidateError, match="MLA"):
+        V.parse_models("llama-3.1-8b,kimi-k2")
+    with pytest.raises(V.ValidateError, match="unknown model"):
+        V.parse_models("no-such-model")
+    assert [m.name for m in V.parse_models(None)] == list(V.DEFAULT_MODELS)
+
+
+def test_spec_profile_choice(cpu_target):
+    spec, note = V.spec_profile_for(cpu_target, None)
+    assert spec is None and "no spec sheet exists for a CPU" in note
+    spec, note = V.spec_profile_for(cpu_target, "h200")
+    assert spec.card == "h200" and "--spec" in note
+    with pytest.raises(V.ValidateError):
+        V.spec_profile_for(cpu_target, "no-such-card")
+
+
+# ------------------------------------------------------------------------------------ the step (CPU, tiny)
+@pytest.mark.parametrize("spec", [TINY_DENSE, TINY_MOE], ids=["dense", "moe"])
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])
+def test_tiny_step_matches_float64(spec, grouped):
+    if grouped and not V.grouped_mm_available():
+        pytest.skip("torch has no _grouped_mm")
+    g = torch.Generator().manual_seed(3)
+    net = V.Transformer(spec, "float32", "cpu", g, use_grouped_mm=grouped)
+    st = net.new_state(3, 37, g)  # 3 sequences, 36 cached tokens + the new one
+    net.step(st, on_gpu=False)
+    rows = torch.randperm(spec.vocab, generator=g)[:50]
+    ref = V.reference(net, st, list(net.routes), rows)
+    chk = V.check_step(st, ref, V.TOLERANCE["float32"])
+    assert ref.problem == "" and chk.passed, chk.detail
+    assert len(ref.parts) == spec.layers * (3 + spec.is_moe)  # attention, new K, new V (+ experts) per layer
+    assert st["tokens"].shape == (3,) and torch.equal(st["tokens"], st["logits"].argmax(-1))
+
+
+def test_a_wrong_step_fails_its_check():
+    g = torch.Generator().manual_seed(4)
+    net = V.Transformer(TINY_MOE, "float32", "cpu", g)
+    st = net.new_state(2, 20, g)
+    net.step(st, on_gpu=False)
+    rows = torch.arange(TINY_MOE.vocab)
+    ref = V.reference(net, st, list(net.routes), rows)
+    st["k"][1][:, st["pos"]].add_(1.0)  # the new K written wrong in layer 1
+    chk = V.check_step(st, ref, V.TOLERANCE["float32"])
+    assert not chk.passed and "layer 1 new K" in chk.detail
+    # experts chosen far from the router's top-k: a routing bug, not a near-tie
+    xn0 = V._rms64(st["x"].double() + ref.parts["layer 0 attention"] @ net.layers[0]["wo"].double().t())
+    worst = torch.topk(-(xn0 @ net.layers[0]["w_router"].double().t()), 2).indices  # the two lowest logits
+    assert "layer 0" in V.reference(net, st, [worst, net.routes[1]], rows).problem
+    st["logits"][0, 5] = float("nan")
+    assert "not finite" in V.check_step(st, ref, 1.0).detail
+
+
+def test_measure_point_checks_then_times(cpu_target):
+    ctx = RunContext(target=cpu_target, quick=True, min_time_s=0.001)
+    net = V.Transformer(TINY_MOE, "float32", "cpu", torch.Generator().manual_seed(5))
+    pr = V.measure_point(ctx, net, 2, 33, seed=7)
+    assert pr.status == "ok" and pr.timing is not None and pr.timing.n >= 5 and not pr.graphs
+    assert pr.check_rel_err < pr.check_tol == V.TOLERANCE["float32"]
+
+
+def test_validate_end_to_end_on_the_cpu(cpu_target, monkeypatch):
+    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)  # the conditions probe on 1 MiB: a test, not a measurement
+    seen = []
+    res = V.validate(cpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(overhead_s=2e-6),
+                     profile_label="fake", layers=1, batches=[1, 3], contexts=[17], min_time_s=0.001,
+                     on_point=seen.append)
+    assert len(res.rows) == len(seen) == 4 and all(r.status == "ok" for r in res.rows)
+    assert {r.model for r in res.rows} == {"tiny-dense (1 of 2 layers)", "tiny-moe (1 of 2 layers)"}
+    for r in res.rows:
+        assert r.measured_s > 0 and r.predicted_s > 0 and r.error == pytest.approx(r.predicted_s / r.measured_s - 1)
+        assert r.spec_predicted_s is None and r.drift is not None and r.layers == 1
+    assert res.spec is None and any("no spec sheet exists for a CPU" in n for n in res.notes)
+    assert res.summary["measured"] == 4 and res.summary["median_abs_error"] is not None
+    assert res.summary["median_abs_error_no_overhead"] is not None
+    assert [r.moe_path for r in res.rows] == [None, None] + ["grouped_mm" if V.grouped_mm_available()
+                                                             else "per-expert loop"] * 2
+    doc = json.loads(json.dumps(res.as_dict(), allow_nan=False))
+    assert doc["mode"] == "cpu" and doc["dtype"] == "float32" and len(doc["rows"]) == 4
+
+
+def test_points_that_do_not_fit_are_skipped_with_their_prediction(cpu_target, monkeypatch):
+    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    small = dataclasses.replace(cpu_target, memory_bytes=3 * 2**30)  # 2.1 GB for weights, cache and checks
+    res = V.validate(small, [TINY_DENSE], measured=_measured_cpu(), profile_label="fake", batches=[1, 10**6],
+                     contexts=[17], min_time_s=0.001)
+    assert [r.status for r in res.rows] == ["ok", "skipped"]
+    assert "beside the weights" in res.rows[1].reason and res.rows[1].predicted_s > 0
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+def rooflab(capsys, *args):
+    from bench import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "deepseek-v3"], "MLA"),
+    (["--model", "nope"], "unknown model"),
+    (["--batch", "0"], "--batch"),
+    (["--context", "x"], "--context"),
+    (["--layers", "40", "--model", "llama-3.1-8b"], "--layers"),
+    (["--profile", "h100-sxm", "--device", "cpu"], "spec sheet"),
+    (["--spec", "nothing-like-it", "--device", "cpu"], "unknown profile"),
+])
+def test_bad_usage_is_one_line_exit_2(capsys, tmp_path, args, needle):
+    code, _, err = rooflab(capsys, "validate", "--out", str(tmp_path / "v"), *args)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    prof = tmp_path / "profile.json"
+    P.save(_measured_cpu(), prof)
+    model = tmp_path / "tiny.json"
+    model.write_text(TINY_DENSE.model_dump_json())
+    out = tmp_path / "v"
+    code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
+                                "--batch", "2", "--context", "9", "--min-time", "0.001", "--out", str(out), "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert len(doc["rows"]) == 1 and doc["rows"][0]["status"] == "ok" and doc["profile"] == str(prof)
+    assert json.loads((out / "validation.json").read_text())["rows"][0]["batch"] == 2
+    assert math.isfinite(doc["summary"]["median_abs_error"])
+    code, _, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
+                           "--out", str(out))
+    assert code == 2 and "--force" in err  # an earlier validation.json is not overwritten silently
+
+
+# ------------------------------------------------------------------------------------------------- the GPU
+@pytest.mark.gpu
+def test_tiny_step_on_the_gpu_with_graphs(cpu_target):
+    props = torch.cuda.get_device_properties(0)
+    t = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0", cache_bytes=props.L2_cache_size,
+                            compute_units=props.multi_processor_count, memory_bytes=props.total_memory,
+                            capability=(props.major, props.minor))
+    ctx = RunContext(target=t, quick=True, min_time_s=0.01)
+    for spec in (TINY_DENSE, TINY_MOE):
+        net = V.Transformer(spec, "bfloat16", t.torch_device, torch.Generator(device=t.torch_device).manual_seed(1))
+        pr = V.measure_point(ctx, net, 3, 300, seed=2)
+        assert pr.status == "ok", pr.reason
+        assert pr.graphs or pr.notes
