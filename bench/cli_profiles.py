@@ -365,18 +365,10 @@ def compare_cmd(
 
 
 def _prices(items: Optional[List[str]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items or []:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            card, sep, usd = part.partition("=")
-            try:
-                v = float(usd)
-            except ValueError:
-                v = float("nan")
-            if not sep or not card.strip() or not (0 < v < 1e6):
-                raise CLIError(f"--price wants CARD=USD_PER_GPU_HOUR with a positive number, got {part!r}")
-            out[card.strip()] = v
-    return out
+    """--price CARD=USD items, parsed by the one parser the report uses too."""
+    from .report import build
+
+    try:
+        return build.parse_prices(items)
+    except build.ReportError as e:
+        raise CLIError(str(e)) from None
