@@ -272,6 +272,23 @@ def _summary_rows(p) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _verdict(con, p) -> None:
+    """The card against its spec sheet and the kernels against the library (bench/verdict.py), one line each."""
+    from . import verdict
+    from .profile import ProfileError, spec_for
+
+    try:
+        spec = spec_for(p)
+    except ProfileError:
+        spec = None
+    checks = verdict.evaluate(p, spec)
+    con.print(f"verdict: {verdict.summary(checks)}", markup=False)
+    for c in checks:
+        if c.status != "n/a":
+            con.print(f"  {c.status.upper():4} {c.name}: {c.ratio:.1%} (needs {c.threshold:.0%}); {c.detail}",
+                      markup=False)
+
+
 def _summary(con, res) -> None:
     from rich.table import Table
 
@@ -285,6 +302,8 @@ def _summary(con, res) -> None:
         t.add_row(*row)
     t.add_row("wall time", f"{res.wall_time_s:.1f} s", "")
     con.print(t)
+    if p.device.backend == "cuda":
+        _verdict(con, p)
     for f in res.failures[:10]:
         con.print(f"[red]failed[/] {f}")
     written = [n for n in ("profile.json", "report.md", "report.html", "measurements.jsonl", "plots")

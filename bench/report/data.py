@@ -189,6 +189,7 @@ class ReportData:
     throttled: list[str] = field(default_factory=list)  # records flagged as taken while throttled
     pareto: Pareto | None = None
     pareto_note: str = ""
+    verdict: list = field(default_factory=list)  # bench.verdict.Check: the card vs its spec, the kernels vs the library
 
     @property
     def cache_bytes(self) -> int | None:
@@ -398,6 +399,9 @@ def build(profile: Profile, records: list[Measurement], *, spec: Profile | None 
         rd.spec_memory_Bps, rd.spec_compute, rd.spec_link_Bps = _spec_numbers(spec)
     rd.roof_points = _roof_points(rd)
     rd.comparisons = _comparisons(rd)
+    from ..verdict import evaluate
+
+    rd.verdict = evaluate(profile, spec)
     rd.telemetry, rd.health = _telemetry(d)
     rd.throttled = _throttled(records, rd.telemetry)
     return rd

@@ -119,6 +119,26 @@ def _summary(rd: ReportData) -> list[Block]:
     return out
 
 
+def _verdict(rd: ReportData) -> list[Block]:
+    from ..verdict import summary
+
+    out: list[Block] = [Heading("Verdict")]
+    if not rd.verdict:
+        return out + [_missing()]
+    out.append(Para(f"{summary(rd.verdict)}. Card checks hold a measured peak against the spec sheet (pass at the "
+                    "threshold a healthy card of its kind reaches, warn within 80 % of it, fail below); kernel checks "
+                    "hold rooflab's Triton kernels against the trusted library on the same card (pass or miss)."))
+
+    def val(c, x):
+        return "–" if x is None else f"{x * 1e6:,.1f} µs" if c.unit == "s" else fmt_rate(x, c.unit)
+
+    rows = [[c.kind, c.name, c.status.upper() if c.status != "n/a" else "n/a", val(c, c.measured),
+             val(c, c.reference), fmt_pct(c.ratio) if c.ratio is not None else "–",
+             f"≥ {c.threshold:.0%}" if c.threshold is not None else "", c.detail] for c in rd.verdict]
+    out.append(Table(["check", "quantity", "verdict", "measured", "against", "ratio", "needs", "how"], rows))
+    return out
+
+
 def _roofline(rd: ReportData, plots) -> list[Block]:
     out: list[Block] = [Heading("Roofline")]
     if not (rd.memory_roofs or rd.compute_roofs or rd.roof_points):
@@ -414,6 +434,7 @@ def build(rd: ReportData, plots: dict[str, Any] | None = None) -> tuple[str, lis
     None means no plots (a text-only report)."""
     blocks: list[Block] = []
     blocks += _summary(rd)
+    blocks += _verdict(rd)
     blocks += _roofline(rd, plots)
     blocks += _hbm(rd, plots)
     blocks += _matmul(rd, plots)
