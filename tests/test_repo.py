@@ -31,3 +31,15 @@ def test_workflows_are_valid_yaml():
     for wf in (ROOT / ".github" / "workflows").glob("*.yml"):
         doc = yaml.safe_load(wf.read_text())
         assert "jobs" in doc and doc["jobs"], wf
+
+
+def test_gpu_session_script_parses_and_refuses_a_bad_name(tmp_path):
+    import subprocess
+
+    script = ROOT / ".ci" / "gpu-session"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    for bad in ("", "../etc", "H100 SXM"):
+        r = subprocess.run(["bash", str(script), bad], capture_output=True, text=True, cwd=ROOT,
+                           env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})
+        assert r.returncode != 0 and "NAME" in r.stderr, (bad, r.stderr)
+        assert not any(tmp_path.iterdir())  # refused before it wrote anything
