@@ -6,8 +6,6 @@ an odd value) without costing the run its report: the section then says why.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,24 +36,6 @@ class ReportError(ValueError):
 class Written:
     files: list[Path] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)  # name -> "ok" | "not measured" | error text
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # a plot is meant to be shared (mkstemp makes 0600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_run(path: str | Path) -> tuple[Profile, list[Measurement], Path]:
@@ -230,7 +210,7 @@ def compare_plot(profiles: list[tuple[str, Profile]], model, path: str | Path, *
     fig = PL.pareto_figure(D.Pareto(model.name, context, curves, used, "; ".join(notes)))
     if fig is None:
         raise ReportError("nothing to plot: " + ("; ".join(notes) or "no card gave a decode step"))
-    write_bytes_atomic(path, PL.png(fig))
+    prof.atomic_write_bytes(path, PL.png(fig))
     return path
 
 
@@ -280,7 +260,7 @@ def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool
             v = plots.get(name)
             target = out / PLOT_DIR / f"{name}.png"
             if isinstance(v, bytes):
-                write_bytes_atomic(target, v)
+                prof.atomic_write_bytes(target, v)
                 w.files.append(target)
                 w.plots[name] = "ok"
             else:
