@@ -55,9 +55,9 @@ def validate_cmd(
     layers: Optional[int] = typer.Option(None, "--layers", help="Layers of the reduced model that is built "
                                          "(default 4 on GPU, 1 on CPU); the prediction is for the same layers."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default GPU "
-                                        "1,4,16,64,256; CPU 1,4,16)."),
+                                        "1,8,64,256; CPU 1,4,16)."),
     context: Optional[str] = typer.Option(None, "--context", help="Comma-separated context lengths in tokens, the "
-                                          "new one included (default GPU 512,2048,8192,32768; CPU 512,2048)."),
+                                          "new one included (default GPU 512,4096,32768; CPU 512,2048)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA if torch sees a GPU), cuda or cpu."),
     profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME|PATH", help="Measured profile of this "
                                           "device to predict from (default: run hbm, gemm, overhead and decode "
@@ -70,19 +70,30 @@ def validate_cmd(
     min_time: Optional[float] = typer.Option(None, "--min-time", help="Measured seconds per point (default: by "
                                              "device, at least 5 steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights, caches and inputs."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget: points run "
+                                           "coarse to fine and one that would end past the budget is recorded as "
+                                           "skipped (without --profile the benchmarks get 60% of it)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
     few layers) and compare them with the roofline model's predictions from this device's measured profile and
     from the card's spec sheet: a table per (batch, context) with both relative errors and the bound.
 
+    validation.json is rewritten after every point, so a run that is killed keeps what it measured; Ctrl-C or
+    SIGTERM stops it after writing the points measured so far (exit 130 / 143).
+
     Exits 0 when every point ran, 1 when a point failed its correctness check, 2 for bad usage."""
+    import signal
+    import time
+
     from . import runner
     from . import validate as V
     from .cli import _progress, _seconds
     from .profile import atomic_write_text
 
     _seconds("--min-time", min_time, 3600.0)
+    _seconds("--budget", budget)
+    t_start = time.monotonic()
     if not 0 <= seed < 2**63:
         raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
     batches = _ints(batch, "--batch", MAX_BATCH)
@@ -101,6 +112,10 @@ def validate_cmd(
     if (out_dir / RESULT_FILE).exists() and not force:
         raise CLIError(f"{out_dir / RESULT_FILE} exists: use --force to overwrite it or another --out")
 
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
     con = _console()
     con.quiet = json_out
     con.print(f"rooflab validate on {target.name} ({target.backend}): {target.reason}", markup=False)
@@ -118,6 +133,7 @@ def validate_cmd(
             cb, progress = _progress(con, disable=json_out)
             with progress:
                 measured = V.measure_profile(target, run_dir, on_progress=cb, force=force,
+                                             budget_s=0.6 * budget if budget is not None else None,
                                              log=(lambda msg: None) if json_out else
                                              (lambda msg: con.print(msg, markup=False)))
             label = str(run_dir / runner.PROFILE)
@@ -129,14 +145,34 @@ def validate_cmd(
             else:
                 con.print(f"  {r.model}  batch {r.batch}  context {r.context}: {r.status}: {r.reason}", markup=False)
 
-        res = V.validate(target, models, measured=measured, profile_label=label, spec=spec_prof,
-                         spec_note=spec_note, layers=layers, batches=batches, contexts=contexts,
-                         min_time_s=min_time, seed=seed, notes=notes, on_point=on_point)
+        write_error: list[str] = []
+
+        def checkpoint(partial) -> None:  # after every point: a killed run keeps what it measured
+            if write_error:
+                return
+            try:
+                atomic_write_text(out_dir / RESULT_FILE, json.dumps(partial.as_dict(), indent=2, allow_nan=False)
+                                  + "\n")
+            except OSError as e:
+                write_error.append(f"cannot write {out_dir / RESULT_FILE}: {e.strerror or e}")
+
+        left = budget - (time.monotonic() - t_start) if budget is not None else None
+        if left is not None and left <= 0:
+            left = 1e-3  # spent on the benchmarks: every point is recorded as skipped "budget"
+        old_term = signal.signal(signal.SIGTERM, _interrupt)
+        old_int = signal.signal(signal.SIGINT, _interrupt)
+        try:
+            res = V.validate(target, models, measured=measured, profile_label=label, spec=spec_prof,
+                             spec_note=spec_note, layers=layers, batches=batches, contexts=contexts,
+                             min_time_s=min_time, seed=seed, notes=notes, on_point=on_point, budget_s=left,
+                             checkpoint=checkpoint)
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
     except V.ValidateError as e:
         raise CLIError(str(e)) from None
     doc = res.as_dict()
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / RESULT_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise CLIError(f"cannot write {out_dir / RESULT_FILE}: {e.strerror or e}") from None
@@ -146,8 +182,18 @@ def validate_cmd(
     else:
         _print_tables(con, res)
         con.print(f"wrote {out_dir / RESULT_FILE}", markup=False)
+    if res.stopped:
+        typer.echo(f"rooflab validate: {res.stopped}; the points measured are in {out_dir / RESULT_FILE}", err=True)
+        raise typer.Exit(143 if "SIGTERM" in res.stopped else 130)
     if res.summary.get("failed"):
         raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGINT / SIGTERM while the points run: end the loop (validate() records the rest as not measured)."""
+    import signal
+
+    raise KeyboardInterrupt(f"interrupted ({signal.Signals(signum).name})")
 
 
 def _print_tables(con, res) -> None:
@@ -192,6 +238,8 @@ def _print_tables(con, res) -> None:
     line = (f"median |error| over {s['measured']} points: measured profile {_apct(s['median_abs_error'])}"
             + (f" (without the overhead term {_apct(s['median_abs_error_no_overhead'])})"
                if s.get("median_abs_error_no_overhead") is not None else "")
+            + (f"; by phases {_apct(s['median_abs_error_phases'])}" if s.get("median_abs_error_phases") is not None
+               else "")
             + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
                else "; no spec-sheet prediction"))
     con.print(line, markup=False)

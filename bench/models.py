@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -66,6 +66,19 @@ DECODE_KERNELS: dict[str, int] = {
 
 class ModelError(ValueError):
     """A model that cannot be used; the message is one line, fit for the CLI."""
+
+
+class Matmul(NamedTuple):
+    """One weight shape of a decode step: C[M, n] = X[M, k] · Wᵀ, ``count`` times per step. ``part``: "dense"
+    (every token) or "expert" (per routed expert hit); ``split``: how tensor parallelism cuts W: by output
+    columns ("col", n / tp), by input rows ("row", k / tp) or not at all ("none")."""
+
+    name: str
+    n: int
+    k: int
+    count: int
+    part: Literal["dense", "expert"]
+    split: Literal["col", "row", "none"]
 
 
 def norm_dtype(name: str) -> str:
@@ -301,6 +314,44 @@ class ModelSpec(BaseModel):
             + (k["ep_all_to_all"] if ep > 1 else 0)
         total = self.layers * per_layer + self.dense_layer_count * dense_mlp + self.moe_layers * moe_mlp
         return total + k["per_step"] + (k["tp_logits_gather"] if tp > 1 else 0)
+
+    # ------------------------------------------------------------------------------------ the step's GEMMs
+    def matmuls(self) -> list["Matmul"]:
+        """The weight matmuls of one decode step, one entry per weight shape (``count`` of them per step), as a
+        serving stack fuses them (one QKV, one gate+up): what the roofline model looks up a measured GEMM rate for,
+        at each GEMM's own (N, K) rather than one shape for all. Their weights add up to the parameter count:
+        Σ N·K·count over ``part == "dense"`` = ``dense_params``; over ``"expert"`` = ``expert_params`` (one expert of
+        one layer; the model multiplies by the experts a batch hits)."""
+        h, n, hd = self.hidden, self.heads, self.head_dim
+        out: list[Matmul] = []
+        if self.attention == "gqa":
+            out += [Matmul("qkv", (n + 2 * self.kv_heads) * hd, h, self.layers, "dense", "col"),
+                    Matmul("o", h, n * hd, self.layers, "dense", "row")]
+        else:  # MLA, unabsorbed weights (the same bytes as the absorbed form's)
+            rope, lora, v = self.qk_rope_head_dim or 0, self.kv_lora_rank or 0, self.v_head_dim or hd
+            if self.q_lora_rank:
+                out += [Matmul("q_a", self.q_lora_rank, h, self.layers, "dense", "none"),
+                        Matmul("q_b", n * (hd + rope), self.q_lora_rank, self.layers, "dense", "col")]
+            else:
+                out.append(Matmul("q", n * (hd + rope), h, self.layers, "dense", "col"))
+            out += [Matmul("kv_a", lora + rope, h, self.layers, "dense", "none"),
+                    Matmul("kv_b", n * (hd + v), lora, self.layers, "dense", "col"),
+                    Matmul("o", h, n * v, self.layers, "dense", "row")]
+        if self.dense_layer_count:
+            f = self.ffn_intermediate or 0
+            out += [Matmul("gate_up", 2 * f, h, self.dense_layer_count, "dense", "col"),
+                    Matmul("down", h, f, self.dense_layer_count, "dense", "row")]
+        if self.moe_layers:
+            i = self.moe_intermediate or 0
+            out.append(Matmul("router", self.routed_experts or 0, h, self.moe_layers, "dense", "none"))
+            if self.shared_experts:
+                s = self.shared_experts * i
+                out += [Matmul("shared_gate_up", 2 * s, h, self.moe_layers, "dense", "col"),
+                        Matmul("shared_down", h, s, self.moe_layers, "dense", "row")]
+            out += [Matmul("expert_gate_up", 2 * i, h, self.moe_layers, "expert", "col"),
+                    Matmul("expert_down", h, i, self.moe_layers, "expert", "row")]
+        out.append(Matmul("lm_head", self.vocab, h, 1, "dense", "col"))
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "attention": self.attention, "params": self.params,

@@ -25,8 +25,14 @@ Per GPU (the busiest, which balanced sharding makes any):
   per-kernel launch cost (``overheads.launch_s``; ``graph_launch_s`` for a ``cuda_graphs`` deployment); 0 when the
   profile has no ``overheads``. With a measured all-reduce fit at the tp world size (``interconnect.all_reduce``),
   each TP all-reduce costs α + bytes/β instead of the ring formula;
-- **step time** = max(compute, memory) + communication + overhead; ``bound`` names the larger of compute and
-  memory, or "communication" / "overhead" when that is larger than both. ``load_time_s`` (per row, not part of the
+- **step time** = max(compute, memory) + communication + overhead, memory = weight streaming + KV read; ``bound``
+  names the larger of compute and memory, or "communication" / "overhead" when that is larger than both. With
+  ``Deployment.phase_split`` the weight GEMMs and the attention count as separate kernels run one after the
+  other, each under its own roofline: max(GEMM compute, weight streaming) + max(attention compute, KV read) (per
+  operator, as LLM-Viewer-style models sum them); equal to the default whenever both phases are bound the same
+  way, larger when compute-bound GEMMs (large batch) no longer hide the attention's KV read. ``rooflab
+  validate`` reports both. Each GEMM's rate is looked up at its own (M, N, K)
+  (``ModelSpec.matmuls``: QKV, O, gate+up, down, router, experts, LM head). ``load_time_s`` (per row, not part of the
   step) is the weights one GPU holds over its host link (measured pinned host->device fit, else the link's rate).
 
 From a step: tokens/s = batch / step time (per GPU: ÷ gpus), per user = 1 / step time, $ per million tokens
@@ -79,6 +85,10 @@ class Deployment:
     memory_utilization: float = DEFAULT_MEMORY_UTILIZATION
     cuda_graphs: bool = False  # decode steps replayed from CUDA graphs: the graph launch cost per kernel applies
     kernels_per_step: int | None = None  # kernels one GPU launches per step when known (counted); None: the census
+    # the decode-attention kernel the step runs, "impl" or "impl/layout" of the profile's decode curve (e.g.
+    # "triton/contiguous"): its measured bandwidth is used; None: the best kernel measured at each point
+    attention_impl: str | None = None
+    phase_split: bool = False  # step time by phases (GEMMs, then attention), each under its own roofline
 
     def resolved(self, model: ModelSpec) -> "Deployment":
         """Checked and completed; RooflineError with one line if it does not add up."""
@@ -99,6 +109,9 @@ class Deployment:
             raise RooflineError(f"kernels_per_step must be a whole number >= 1, got {self.kernels_per_step!r}")
         if not (0 < self.memory_utilization <= 1):
             raise RooflineError(f"memory_utilization must be in (0, 1], got {self.memory_utilization}")
+        if self.attention_impl is not None and (not isinstance(self.attention_impl, str)
+                                                or not self.attention_impl.strip("/ ")):
+            raise RooflineError(f"attention_impl must be 'impl' or 'impl/layout', got {self.attention_impl!r}")
         try:
             wd = M.norm_dtype(self.weight_dtype) if self.weight_dtype else None
             kv, act = M.norm_dtype(self.kv_dtype), M.norm_dtype(self.act_dtype)
@@ -213,32 +226,64 @@ class Hardware:
             self.note(f"memory bandwidth: peak ({self._origin('peaks.memory_bandwidth_Bps')})")
         return self.peak_bandwidth_Bps
 
-    def kv_rate(self, batch: float, context: float, model: ModelSpec, kv_dtype: str, total_kv_bytes: float) -> float:
-        """Bandwidth reading the KV cache: the measured decode-attention curve at (batch, context) for the head
-        configuration closest to the model's, else the memory curve at the KV bytes, else the peak."""
+    def kv_rate(self, batch: float, context: float, model: ModelSpec, kv_dtype: str, total_kv_bytes: float,
+                impl: str | None = None, kv_heads: float | None = None) -> float:
+        """Bandwidth reading the KV cache: the measured decode-attention curve at (batch, context), else the memory
+        curve at the KV bytes, else the peak.
+
+        The curve's points are placed by the KV streams a call reads, batch × kv heads (what the split-KV kernel
+        spreads over the SMs: one program per sequence, kv head and split), and the context; a point of any head
+        configuration with the model's head_dim counts, and where several configurations measured the same
+        (streams, context) the one with the model's GQA group wins. So a model whose own head configuration was
+        measured at one point only (e.g. 32q/4kv) reads the full grid of another (32q/8kv) at its streams.
+        ``impl`` ("triton" or "triton/contiguous"): only that kernel's points, when the curve has them (what a
+        validation step runs); else the best kernel at each point. ``kv_heads``: KV heads one GPU reads (default
+        the model's; MLA: one latent per sequence)."""
         pts = list(self.profile.curves.decode) if self.use_curves else []
         if pts:
             want_dt = _TORCH_NAME.get(kv_dtype, kv_dtype)
             same_dt = [p for p in pts if str(_get(p, "dtype") or "").lower() == want_dt] or pts
-            group = model.heads / model.kv_heads if model.attention == "gqa" else float(model.heads)
-            hd = model.head_dim if model.attention == "gqa" else (model.kv_lora_rank or 0) + (model.qk_rope_head_dim or 0)
+            if impl:
+                want_impl, _, want_layout = impl.partition("/")
+                mine = [p for p in same_dt if str(_get(p, "impl") or "") == want_impl
+                        and (not want_layout or str(_get(p, "layout") or "") == want_layout)]
+                if mine:
+                    same_dt = mine
+                    self.note(f"KV-cache bandwidth: the {impl} decode kernel's measured points")
+                else:
+                    self.note(f"KV-cache bandwidth: no {impl} points in the decode curve, the best kernel's")
+            mla = model.attention != "gqa"
+            group = float(model.heads) if mla else model.heads / model.kv_heads
+            hd = (model.kv_lora_rank or 0) + (model.qk_rope_head_dim or 0) if mla else model.head_dim
+            heads = kv_heads if kv_heads is not None else (1.0 if mla else float(model.kv_heads))
+            streams = max(float(batch) * heads, 1e-9)
 
-            def dist(p: Any) -> float:
-                g = (_num(_get(p, "q_heads")) or 1) / (_num(_get(p, "kv_heads")) or 1)
-                return abs(math.log(g / group)) + abs(math.log((_num(_get(p, "head_dim")) or hd) / hd))
+            def hd_dist(p: Any) -> float:
+                return abs(math.log((_num(_get(p, "head_dim")) or hd) / hd))
 
-            best_d = min(dist(p) for p in same_dt)
-            chosen = [p for p in same_dt if dist(p) == best_d]
-            by_ctx: dict[float, list[tuple[float, float]]] = {}
-            for p in chosen:
-                b, c = _num(_get(p, "batch")), _num(_get(p, "context"))
+            def group_dist(p: Any) -> float:
+                return abs(math.log(((_num(_get(p, "q_heads")) or 1) / (_num(_get(p, "kv_heads")) or 1)) / group))
+
+            best_hd = min(hd_dist(p) for p in same_dt)
+            at: dict[tuple[float, float], tuple[float, float]] = {}  # (streams, context) -> (group distance, bw)
+            for p in same_dt:
+                if hd_dist(p) != best_hd:
+                    continue
+                b, c, kvh = _num(_get(p, "batch")), _num(_get(p, "context")), _num(_get(p, "kv_heads")) or 1.0
                 bw = max(_num(_get(p, "bandwidth_Bps")) or 0, _num(_get(p, "graph_bandwidth_Bps")) or 0)
-                if b and c and bw:
-                    by_ctx.setdefault(c, []).append((b, bw))
-            per_ctx = [(c, interp_log(_best_by_x(v), batch)) for c, v in by_ctx.items()]
+                if not (b and c and bw):
+                    continue
+                key, gd = (b * kvh, c), group_dist(p)
+                old = at.get(key)
+                if old is None or gd < old[0] - 1e-12 or (abs(gd - old[0]) <= 1e-12 and bw > old[1]):
+                    at[key] = (gd, bw)
+            by_ctx: dict[float, list[tuple[float, float]]] = {}
+            for (x, c), (_, bw) in at.items():
+                by_ctx.setdefault(c, []).append((x, bw))
+            per_ctx = [(c, interp_log(v, streams)) for c, v in by_ctx.items()]
             bw = interp_log([(c, y) for c, y in per_ctx if y], context)
             if bw:
-                self.note("KV-cache bandwidth: the measured decode-attention curve at (batch, context)")
+                self.note("KV-cache bandwidth: the measured decode-attention curve at (batch × kv heads, context)")
                 return bw
         if self.use_curves:
             return self.memory_rate(total_kv_bytes)
@@ -410,18 +455,42 @@ class StepEstimate:
     overhead_time_s: float = 0.0
     kernels_per_step: int = 0
     load_time_s: float | None = None  # the weights one GPU holds, host -> device over its host link (not per step)
+    # the two phases of compute_time_s: the weight GEMMs and the attention (None: one roofline for the whole step)
+    matmul_compute_time_s: float | None = None
+    attention_compute_time_s: float | None = None
+    # the step time by phases (Deployment.phase_split) instead of one roofline for the whole step
+    phases: bool = False
     step_time_s: float = 0.0
     bound: str = ""
 
+    @property
+    def phased_roof_s(self) -> float | None:
+        """The weight GEMMs and the attention as separate kernels run one after the other, each under its own
+        roofline: max(GEMM compute, weight streaming) + max(attention compute, KV read). Equal to the step's
+        max(compute, memory) whenever both phases are bound the same way; larger when the GEMMs are compute bound
+        (large batch) while the attention still reads its KV cache. None without the phase split."""
+        if self.matmul_compute_time_s is None or self.attention_compute_time_s is None:
+            return None
+        return (max(self.matmul_compute_time_s, self.weight_time_s)
+                + max(self.attention_compute_time_s, self.kv_time_s))
+
     def __post_init__(self) -> None:
-        roof = max(self.compute_time_s, self.memory_time_s)
+        if self.phases and self.phased_roof_s is not None:
+            roof = self.phased_roof_s
+            gemm_c, attn_c = self.matmul_compute_time_s, self.attention_compute_time_s
+            gemm, attn = max(gemm_c, self.weight_time_s), max(attn_c, self.kv_time_s)
+            compute_part = (gemm if gemm_c >= self.weight_time_s else 0.0) + (attn if attn_c >= self.kv_time_s else 0.0)
+            compute_bound = compute_part >= roof - compute_part
+        else:
+            roof = max(self.compute_time_s, self.memory_time_s)
+            compute_bound = self.compute_time_s >= self.memory_time_s
         self.step_time_s = roof + self.comm_time_s + self.overhead_time_s
         if self.overhead_time_s > max(roof, self.comm_time_s):
             self.bound = "overhead"
         elif self.comm_time_s > roof:
             self.bound = "communication"
         else:
-            self.bound = "compute" if self.compute_time_s >= self.memory_time_s else "memory"
+            self.bound = "compute" if compute_bound else "memory"
 
     @property
     def tokens_per_s(self) -> float:
@@ -466,9 +535,18 @@ class Roofline:
         self.kv_shards = 1 if m.attention == "mla" else min(d.tp, m.kv_heads)
         self.dense_dtype, self.expert_dtype = hw.matmul_dtype(self.wd), hw.matmul_dtype(self.ed)
         self.attn_dtype = hw.matmul_dtype("bf16")  # attention kernels compute in bf16 (fp8 KV is upcast)
-        # the representative dense matmul (N, K) per GPU: the dense MLP if any, else the attention projections
-        self.dense_n = (m.ffn_intermediate if m.dense_layer_count else m.heads * m.head_dim) / d.tp
-        self.expert_n = (m.moe_intermediate or 1) / (d.gpus // d.ep)
+        # the step's weight GEMMs (ModelSpec.matmuls) with the (N, K) one GPU runs: tensor parallelism cuts dense
+        # weights tp ways, an expert gpus/ep ways (by columns or rows as the layer is split); each GEMM's measured
+        # rate is looked up at its own shape
+        self.gemms: list[tuple[M.Matmul, float, float]] = []
+        for mm in m.matmuls():
+            ways = d.tp if mm.part == "dense" else d.gpus // d.ep
+            n_, k_ = float(mm.n), float(mm.k)
+            if mm.split == "col":
+                n_ = max(1.0, n_ / ways)
+            elif mm.split == "row":
+                k_ = max(1.0, k_ / ways)
+            self.gemms.append((mm, n_, k_))
 
     # ------------------------------------------------------------------ parts of a step
     def resident_bytes_per_gpu(self) -> float:
@@ -481,32 +559,45 @@ class Roofline:
         experts = m.moe_layers * m.experts_touched(tokens) * m.expert_params * self.eb
         return m.dense_params * self.wb / self.dep.tp + experts / self.dep.gpus
 
+    def _per_expert_tokens(self, tokens: float) -> float:
+        """Rows each hit expert multiplies: the batch's tokens × top-k over the experts they hit."""
+        hit = self.model.experts_touched(tokens)
+        return tokens * (self.model.experts_per_token or 1) / hit if hit else 1.0
+
     def matmul_time_s(self, tokens: float, per_group_tokens: float) -> float:
-        """Per-GPU time of the weight matmuls for ``tokens`` tokens in the replica."""
+        """Per-GPU compute time of the weight matmuls for ``tokens`` tokens in the replica: each GEMM's FLOPs
+        (2·M·N·K) at the FLOP/s the measured curve gives its own (M, N, K) (``Hardware.matmul_rate``); the dense
+        GEMMs at M = the group's tokens, the experts at M = tokens per hit expert."""
         m, d = self.model, self.dep
-        dense_flops = 2.0 * tokens * m.dense_params / d.gpus
-        t = dense_flops / self.hw.matmul_rate(self.dense_dtype, per_group_tokens, self.dense_n, m.hidden)
-        if m.is_moe:
-            hit = m.experts_touched(tokens)
-            expert_flops = 2.0 * tokens * m.experts_per_token * m.expert_params * m.moe_layers / d.gpus
-            per_expert = tokens * m.experts_per_token / hit if hit else 1.0
-            t += expert_flops / self.hw.matmul_rate(self.expert_dtype, per_expert, self.expert_n, m.hidden)
+        t = 0.0
+        per_expert = self._per_expert_tokens(tokens) if m.is_moe else 1.0
+        for mm, n_, k_ in self.gemms:
+            if mm.part == "dense":
+                flops = 2.0 * tokens * mm.n * mm.k * mm.count / d.gpus
+                t += flops / self.hw.matmul_rate(self.dense_dtype, per_group_tokens, n_, k_)
+            else:
+                flops = 2.0 * tokens * (m.experts_per_token or 0) * mm.n * mm.k * mm.count / d.gpus
+                t += flops / self.hw.matmul_rate(self.expert_dtype, per_expert, n_, k_)
         return t
 
     def weight_time_s(self, tokens: float, per_group_tokens: float) -> float:
-        """Per-GPU time streaming the weights ``tokens`` tokens touch: the dense part at the rate its GEMMs reach at
-        M = the group's tokens, the experts hit at the rate at M = tokens per expert
-        (``Hardware.weight_stream_rate``; without a measured matmul curve both are the memory rate at the bytes in
-        play)."""
+        """Per-GPU time streaming the weights ``tokens`` tokens touch, GEMM by GEMM: each weight's bytes at the rate
+        its GEMM reaches at its own (M, N, K) (``Hardware.weight_stream_rate``; issue 11: a small GEMM streams
+        slower than a big one, and both slower than a read kernel) — dense weights at M = the group's tokens, the
+        experts hit at M = tokens per expert; without a measured matmul curve every weight streams at the memory
+        rate at the bytes in play."""
         m, d, hw = self.model, self.dep, self.hw
         total = self.weight_bytes_per_gpu(tokens)
-        dense = m.dense_params * self.wb / d.tp
-        t = dense / hw.weight_stream_rate(self.dense_dtype, per_group_tokens, self.dense_n, m.hidden, total)
-        experts = total - dense
-        if experts > 0:
-            hit = m.experts_touched(tokens)
-            per_expert = tokens * m.experts_per_token / hit if hit else 1.0
-            t += experts / hw.weight_stream_rate(self.expert_dtype, per_expert, self.expert_n, m.hidden, total)
+        hit = m.experts_touched(tokens)
+        per_expert = self._per_expert_tokens(tokens) if m.is_moe else 1.0
+        t = 0.0
+        for mm, n_, k_ in self.gemms:
+            if mm.part == "dense":
+                nbytes = mm.n * mm.k * mm.count * self.wb / d.tp
+                t += nbytes / hw.weight_stream_rate(self.dense_dtype, per_group_tokens, n_, k_, total)
+            elif hit:
+                nbytes = mm.n * mm.k * mm.count * hit * self.eb / d.gpus
+                t += nbytes / hw.weight_stream_rate(self.expert_dtype, per_expert, n_, k_, total)
         return t
 
     def comm_times_s(self, tokens: float) -> tuple[float, float]:
@@ -536,9 +627,13 @@ class Roofline:
         w_gpu = self.weight_bytes_per_gpu(b)
         kv_gpu = per_group * m.kv_bytes(context, d.kv_dtype) / self.kv_shards
         attn_flops_gpu = b * m.attention_flops_per_token(context) / d.gpus
-        compute = self.matmul_time_s(b, per_group) + attn_flops_gpu / hw.peak_flops(self.attn_dtype)
+        mm_compute = self.matmul_time_s(b, per_group)
+        attn_compute = attn_flops_gpu / hw.peak_flops(self.attn_dtype)
+        compute = mm_compute + attn_compute
         weight_t = self.weight_time_s(b, per_group)
-        kv_t = kv_gpu / hw.kv_rate(per_group, context, m, d.kv_dtype, kv_gpu) if kv_gpu else 0.0
+        kv_heads = 1.0 if m.attention == "mla" else m.kv_heads / self.kv_shards
+        kv_t = kv_gpu / hw.kv_rate(per_group, context, m, d.kv_dtype, kv_gpu, impl=d.attention_impl,
+                                   kv_heads=kv_heads) if kv_gpu else 0.0
         tp_t, ep_t = self.comm_times_s(b)
         mb = self.max_batch(context)
         kernels = self.kernels_per_step()
@@ -549,7 +644,8 @@ class Roofline:
             flops=2.0 * b * m.matmul_params_per_token + b * m.attention_flops_per_token(context),
             experts_touched=m.experts_touched(b), fits=None if mb is None else batch <= mb,
             price_usd_per_hour=self.price, overhead_time_s=self.overhead_time_s(), kernels_per_step=kernels,
-            load_time_s=self.load_time_s())
+            load_time_s=self.load_time_s(), matmul_compute_time_s=mm_compute, attention_compute_time_s=attn_compute,
+            phases=bool(d.phase_split))
 
     def overhead_time_s(self) -> float:
         """Fixed cost of a decode step (issue 14): kernels one GPU launches per step (ModelSpec.decode_kernels)

@@ -18,10 +18,12 @@ series are skipped, for benchmarks that say what a series and a size are: option
 
 Time. Hard limits: ``time_limit_s`` per benchmark (default: the benchmark's ``time_limit_s`` attribute, else
 30 min quick / 4 h full) and ``point_limit_s`` per point (default: the benchmark's ``point_limit_s``
-attribute, else 15 min; 0 turns it off), in wall time: a point's from its start, a benchmark's from its first
-worker's start (start-up included; never shorter by default than its point limit). ``budget_s`` bounds the whole run: it is shared
-among the benchmarks by their estimated cost (optional ``estimate_s(ctx, point)``, else a guess from the
-minimum measured time; then the mean of the points measured so far), points run coarse to fine (each
+attribute, else 15 min; under a budget at most a quarter of it, at least 2 min, so one hang cannot spend
+the budget of the benchmarks after it; 0 turns it off), in wall time: a point's from its start, a benchmark's
+from its first worker's start (start-up included; never shorter by default than its point limit). ``budget_s``
+bounds the whole run: it is shared among the benchmarks by their estimated cost (optional
+``estimate_s(ctx, point)``, else a guess from the minimum measured time; then the median of the points measured
+so far: a first point that compiled and autotuned Triton kernels is an outlier), points run coarse to fine (each
 series' largest, its smallest, then midpoints) and a point that would not fit is not started: it and the
 rest are recorded as skipped "budget". A resume measures them.
 
@@ -43,6 +45,7 @@ import math
 import os
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -72,6 +75,11 @@ _OUTPUT_GLOBS = (("plots", "*.png"), (LOG_DIR, "*.log"))
 
 DEFAULT_TIME_LIMIT_S = {True: 30 * 60.0, False: 4 * 3600.0}  # per benchmark, by quick
 DEFAULT_POINT_LIMIT_S = 900.0  # a point (a few kernels, each checked and timed) that takes longer hangs
+# Under --budget a point may take at most this share of the budget (but never less than BUDGET_POINT_FLOOR_S:
+# a first point compiles and autotunes its Triton kernels, tens of seconds on a GPU), so one hang cannot spend
+# the budget the later benchmarks need.
+BUDGET_POINT_SHARE = 0.25
+BUDGET_POINT_FLOOR_S = 120.0
 RETRY = "retry"  # Measurement.extra flag: the point was not really run (budget, limit, signal); resume redoes it
 EXIT_CUDA_ERROR = 3  # worker exit status: a CUDA error left its context unusable, go on in a fresh worker
 MAX_SETTINGS_BYTES = 1 << 20
@@ -279,14 +287,17 @@ def run_one_point(ctx: RunContext, bench: Any, bname: str, point: dict) -> Point
     failed record with its reason (and says whether it was an out-of-memory or a CUDA error)."""
     key = registry.key_of(bname, point)
     sampler = telemetry.sampling(ctx.target)  # issue 9: NVML samples (clocks, power, throttling) during the point
+    failed = None
     try:
         with sampler:
             recs = list(bench.run_point(ctx, point))
     except Exception as e:  # one bad point must not lose the suite
         oom = _is_oom(e)
         cuda = not oom and _is_cuda_error(e)
-        reason = ("out of memory: " if oom else "CUDA error: " if cuda else "") + _describe(e)
-        if oom:
+        failed = (("out of memory: " if oom else "CUDA error: " if cuda else "") + _describe(e), oom, cuda)
+    if failed is not None:
+        reason, oom, cuda = failed
+        if oom:  # here, not in the except block: the exception's traceback held the point's tensors until now
             _release_memory(ctx)
         return PointResult([_failure(bname, point, ctx.target, reason)], oom=oom, cuda_error=cuda)
     sampler.stamp(recs)  # issue 9: each record carries the point's telemetry summary
@@ -364,7 +375,8 @@ def run_series(ctx: RunContext, bname: str, bench: Any, points: list[dict], out_
             continue
         if soft_deadline is not None:
             now = time.monotonic()
-            guess = sum(elapsed) / len(elapsed) if elapsed else estimate_s
+            # the median: a first point that compiled and autotuned the Triton kernels says little of the rest
+            guess = statistics.median(elapsed) if elapsed else estimate_s
             if now >= soft_deadline or (guess is not None and now + guess > soft_deadline):
                 return "budget"
         emit({"ev": "start", "key": key})
@@ -497,8 +509,8 @@ class _Tracker:
         return [k for k in self.points if k not in self.finished and k != self.inflight]
 
     def observed_s(self) -> float | None:
-        """Mean wall time of the points measured so far, if any."""
-        return sum(self.elapsed) / len(self.elapsed) if self.elapsed else None
+        """Median wall time of the points measured so far, if any (robust to a first point that compiled)."""
+        return statistics.median(self.elapsed) if self.elapsed else None
 
 
 def _drive_inprocess(ctx: RunContext, tr: _Tracker, out: Path, soft: float | None, sig: _Signals) -> str:
@@ -726,7 +738,7 @@ def _drive_isolated(ctx: RunContext, tr: _Tracker, out: Path, soft: float | None
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def _plan(ctx: RunContext, selection: list[str], done: set[str], out_file: Path, budgeted: bool,
+def _plan(ctx: RunContext, selection: list[str], done: set[str], out_file: Path, budget_s: float | None,
           time_limit_s: float | None, point_limit_s: float | None) -> list[_Plan]:
     plans = []
     for bname in selection:
@@ -746,10 +758,13 @@ def _plan(ctx: RunContext, selection: list[str], done: set[str], out_file: Path,
             if k not in seen and k not in done:
                 seen.add(k)
                 todo.append(p)
-        if budgeted:
+        if budget_s is not None:
             todo = coarse_to_fine(bench, todo)
         est = (sum(estimate_point_s(bench, ctx, p) for p in todo) / len(todo)) if todo else 0.0
         plimit = point_limit_s if point_limit_s is not None else getattr(bench, "point_limit_s", DEFAULT_POINT_LIMIT_S)
+        if budget_s is not None and point_limit_s is None:
+            cap = max(BUDGET_POINT_FLOOR_S, BUDGET_POINT_SHARE * budget_s)
+            plimit = min(plimit, cap) if plimit else cap
         limit = (time_limit_s or getattr(bench, "time_limit_s", None)
                  or max(DEFAULT_TIME_LIMIT_S[bool(ctx.quick)], plimit or 0))
         plans.append(_Plan(bname, bench, todo, est, float(limit), plimit))
@@ -808,7 +823,7 @@ def run(selection: list[str], target: Target, out: Path, *, quick: bool = True, 
     if budget_s is not None:
         reserve = min(30.0, max(0.5, 0.1 * budget_s))  # left for the profile and report
         points_end = t0 + budget_s - reserve
-    plans = _plan(ctx, selection, done, out_file, budget_s is not None, time_limit_s, point_limit_s)
+    plans = _plan(ctx, selection, done, out_file, budget_s, time_limit_s, point_limit_s)
     total_est = sum(p.est_s for p in plans)
     if budget_s is not None:
         n = sum(len(p.points) for p in plans)
@@ -848,8 +863,10 @@ def run(selection: list[str], target: Target, out: Path, *, quick: bool = True, 
                 budget_skipped += len(rest_keys) if why == "budget" else 0
             if on_progress:
                 on_progress(plan.name, len(tr.finished), len(tr.points), {})
-    wall = time.monotonic() - t0
-    profile = finish(out, target, selection, quick, wall)
+        wall = time.monotonic() - t0
+        # still under the signal handlers: a SIGTERM now (e.g. `timeout` as the points end) is recorded, not fatal,
+        # so the profile and report of what was measured are written all the same
+        profile = finish(out, target, selection, quick, wall)
     records = meas.read(out_file)
     return RunResult(out_dir=out, profile=profile, measurements=records, interrupted=sig.stop,
                      wall_time_s=wall, skipped_existing=len(done),

@@ -38,9 +38,17 @@ by ‖out − ref‖ / ‖ref‖ within ``TOLERANCE``. The buffers our own kerne
 replay is poisoned and checked again. A point that fails is a failed row, never a time. Timing goes through
 ``bench.timing`` (CUDA events around each replay, median of ≥ 5). The L2 cache is flushed before each GPU
 repetition; the weights a step streams are many times any cache anyway. On GPU the kernels a step launches are
-counted (PyTorch profiler) and the prediction's overhead term uses that count instead of the model's census. On
-CPU, which shares cores and memory with whatever else runs, a memory-read probe after every point flags the
-points measured under changed conditions (``drift``).
+counted (PyTorch profiler) and the prediction's overhead term uses that count instead of the model's census; the
+same pass records their device time by kind (GEMMs, attention, other), a diagnostic beside the prediction's own
+terms (``matmul_compute_s``, ``weight_s``, ``attention_compute_s``, ``kv_s``), never an input to it. The prediction
+reads the decode curve of the attention kernel the step runs (``ATTENTION_IMPL``). On CPU, which shares cores and
+memory with whatever else runs, a memory-read probe after every point flags the points measured under changed
+conditions (``drift``).
+
+Run safety (a lent GPU has minutes): memory is checked before anything is allocated (weights and each point's KV
+cache against MEMORY_FRACTION of the card and against what is free now), points run coarse to fine, ``budget_s``
+stops starting points that would not end in time, the result is handed to ``checkpoint`` after every point (the
+CLI rewrites validation.json), and an interrupt (the CLI turns SIGTERM into one) ends the run with what it has.
 
 Errors: relative error = (predicted − measured) / measured, per point; the summary gives the median of
 |error| for each prediction, and with an overhead term in the model (issue 14) also the error without it.
@@ -62,10 +70,24 @@ from .target import Target
 
 DEFAULT_MODELS = ("llama-3.1-8b", "qwen3-30b-a3b")  # a dense and a MoE model
 DEFAULT_LAYERS = {"cuda": 4, "cpu": 1}
-DEFAULT_BATCHES = {"cuda": (1, 4, 16, 64, 256), "cpu": (1, 4, 16)}
-DEFAULT_CONTEXTS = {"cuda": (512, 2048, 8192, 32768), "cpu": (512, 2048)}
+# GPU: the batches and contexts the decode benchmark's quick sweep measures (bench/benchmarks/decode.py), so the
+# prediction reads measured attention points rather than interpolating between them; batch 1 and 8 are bound by
+# the weights, 256 at 512 tokens sits at the GEMMs' ridge (compute bound at the GEMM rates an H100 measures at
+# M = 256), long contexts are bound by the KV cache. 24 points (2 skipped for memory on an 80 GB card, 1 on a
+# 141 GB one), about a minute on an H100 (see the estimate in validate()). CPU: small, ~1 min on 2 cores.
+DEFAULT_BATCHES = {"cuda": (1, 8, 64, 256), "cpu": (1, 4, 16)}
+DEFAULT_CONTEXTS = {"cuda": (512, 4096, 32768), "cpu": (512, 2048)}
 MEMORY_FRACTION = 0.7  # weights + KV cache + check temporaries of a point must fit in this share of memory
 REFERENCE_SCRATCH_BYTES = {"cuda": 6 << 30, "cpu": 2 << 30}  # float64 copies of one weight / one cache chunk
+# GPU: besides the weights, cache and reference scratch, what a point allocates that point_bytes does not count:
+# the L2 flush buffer (2× L2), the CUDA graph's private pool (the step's activations, MoE sort scratch), the
+# split-KV workspace, cuBLAS workspaces and the caching allocator's rounding. Checked against what the device
+# has free right now (torch.cuda.mem_get_info), so a card another process shares is never pushed into OOM.
+GPU_MARGIN_BYTES = 2 << 30
+# The decode-attention kernel each device's step runs, as the profile's decode curve names it (impl/layout): the
+# prediction reads that kernel's measured bandwidth, not the best of all kernels measured.
+ATTENTION_IMPL = {"cuda": "triton/contiguous", "cpu": "torch_sdpa/contiguous"}
+BUDGET_RESERVE_S = 3.0  # of --budget, kept for writing the result
 # The benchmarks the measured-profile prediction needs: memory curve, matmul efficiency by shape, launch
 # overhead per kernel, decode-attention bandwidth by (batch, context).
 NEEDED_BENCHMARKS = ("hbm", "gemm", "overhead", "decode")
@@ -127,11 +149,14 @@ _MODEL_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 _ESIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def deployment(dtype: str, cuda_graphs: bool, kernels: int | None = None) -> R.Deployment:
+def deployment(dtype: str, cuda_graphs: bool, kernels: int | None = None,
+               attention_impl: str | None = None) -> R.Deployment:
     """One GPU, weights and KV cache in the step's dtype (the model's own release format is not used: the step
-    runs what it says); ``kernels``: the kernels the real step launches, when counted (else the model's census)."""
+    runs what it says); ``kernels``: the kernels the real step launches, when counted (else the model's census);
+    ``attention_impl``: the decode-attention kernel the step runs (ATTENTION_IMPL)."""
     md = _MODEL_DTYPE[dtype]
-    return R.Deployment(weight_dtype=md, kv_dtype=md, act_dtype=md, cuda_graphs=cuda_graphs, kernels_per_step=kernels)
+    return R.Deployment(weight_dtype=md, kv_dtype=md, act_dtype=md, cuda_graphs=cuda_graphs, kernels_per_step=kernels,
+                        attention_impl=attention_impl)
 
 
 # ----------------------------------------------------------------------------------------------- the table
@@ -160,6 +185,10 @@ class Row:
     bound: str | None = None
     error: float | None = None
     error_no_overhead: float | None = None
+    # the same prediction with the step split in phases (Deployment.phase_split: GEMMs, then attention, each
+    # under its own roofline), beside the design's single roofline
+    predicted_phases_s: float | None = None
+    error_phases: float | None = None
     # prediction from the spec sheet (peaks)
     spec_predicted_s: float | None = None
     spec_bound: str | None = None
@@ -173,6 +202,19 @@ class Row:
     # CPU: the memory bandwidth a probe sees after the point, relative to the one at the start of the validation
     # (other processes share the CPU and its memory: a step measured under other load is flagged, not corrected)
     drift: float | None = None
+    # the model's parts of its prediction (measured profile): weight GEMMs' compute and weight streaming, attention
+    # compute and KV read, so a point's error can be traced to the term that made it
+    matmul_compute_s: float | None = None
+    weight_s: float | None = None
+    attention_compute_s: float | None = None
+    kv_s: float | None = None
+    # GPU, diagnostics (never used by the prediction): device time of one eager step's kernels by kind, from the
+    # same profiler pass that counts them (no L2 flush there); measured − their sum is the time between kernels
+    profiled_kernels_s: float | None = None
+    profiled_matmul_s: float | None = None
+    profiled_attention_s: float | None = None
+    profiled_other_s: float | None = None
+    wall_s: float | None = None  # wall time of the whole point: cache, warm-up (JIT, autotune), check, capture, timing
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,8 +243,13 @@ def make_row(model: str, layers: int, batch: int, context: int, *, measured: Any
         row.bound = pred.bound
         row.weight_bytes, row.kv_bytes, row.flops = pred.weight_bytes, pred.kv_bytes, pred.flops
         row.kernels_per_step = pred.kernels_per_step
+        row.matmul_compute_s, row.weight_s = pred.matmul_compute_time_s, pred.weight_time_s
+        row.attention_compute_s, row.kv_s = pred.attention_compute_time_s, pred.kv_time_s
         row.error = rel_error(row.predicted_s, row.measured_s)
         row.error_no_overhead = rel_error(row.predicted_no_overhead_s, row.measured_s)
+        if pred.phased_roof_s is not None:
+            row.predicted_phases_s = pred.phased_roof_s + pred.comm_time_s + pred.overhead_time_s
+            row.error_phases = rel_error(row.predicted_phases_s, row.measured_s)
     if spec is not None:
         row.spec_predicted_s, row.spec_bound = spec.step_time_s, spec.bound
         row.spec_error = rel_error(spec.step_time_s, row.measured_s)
@@ -230,6 +277,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
             "max_abs_error": max((abs(e) for e in errs), default=None),
             "optimistic": sum(e < 0 for e in errs),
             "median_abs_error_no_overhead": median_abs(r.error_no_overhead for r in ok) if has_overhead else None,
+            "median_abs_error_phases": median_abs(r.error_phases for r in ok),
             "median_abs_spec_error": median_abs(r.spec_error for r in ok),
             "max_abs_spec_error": max((abs(r.spec_error) for r in ok if r.spec_error is not None), default=None),
             "bounds": {b: sum(r.bound == b for r in ok) for b in sorted({r.bound for r in ok if r.bound})},
@@ -290,14 +338,15 @@ def load_measured(ref: str, target: Target) -> tuple[P.Profile, list[str]]:
 
 
 def measure_profile(target: Target, out_dir: Path, *, quick: bool = True, force: bool = False,
-                    log: Callable[[str], None] | None = None, on_progress: Any = None) -> P.Profile:
+                    log: Callable[[str], None] | None = None, on_progress: Any = None,
+                    budget_s: float | None = None) -> P.Profile:
     """Run the benchmarks the model needs on this device (``rooflab run --only hbm,gemm,overhead,decode``) into
-    ``out_dir`` and return the measured profile."""
+    ``out_dir`` and return the measured profile (``budget_s``: the runner's --budget)."""
     from . import runner
 
     try:
         res = runner.run(list(NEEDED_BENCHMARKS), target, out_dir, quick=quick, force=force, log=log,
-                         on_progress=on_progress)
+                         on_progress=on_progress, budget_s=budget_s)
     except runner.RunError as e:
         raise ValidateError(str(e)) from None
     if res.interrupted:
@@ -656,6 +705,7 @@ class PointResult:
     check_rel_err: float | None = None
     check_tol: float | None = None
     kernels: int | None = None  # GPU: kernels (and copies) one step launches, counted by the profiler
+    kernel_times: dict[str, float] | None = None  # GPU: device time of those kernels by kind (KernelProfile)
     notes: list[str] = field(default_factory=list)
 
 
@@ -728,9 +778,11 @@ def measure_point(ctx, net: Transformer, batch: int, context: int, seed: int) ->
     res = PointResult("ok", check_rel_err=chk.rel_err, check_tol=tol)
     fn: Callable[[], object] = lambda: net.step(st, on_gpu)  # noqa: E731
     if on_gpu:
-        res.kernels = count_kernels(t, fn)
-        if res.kernels is None:
+        kp = profile_kernels(t, fn)
+        if kp is None:
             res.notes.append("the profiler could not count the step's kernels: the overhead term uses the census")
+        else:
+            res.kernels, res.kernel_times = kp.count, kp.times()
         graph = _capture(net, st, ref, tol)
         if isinstance(graph, str):
             res.notes.append(f"CUDA graph not used ({graph}): eager steps timed")
@@ -742,11 +794,40 @@ def measure_point(ctx, net: Transformer, batch: int, context: int, seed: int) ->
     return res
 
 
-def count_kernels(target: Target, fn: Callable[[], object]) -> int | None:
-    """GPU: device activities (kernels, copies, memsets) one call of ``fn`` launches, counted by the PyTorch
-    profiler (CUPTI); a captured graph replays the same ones. None when the profiler is unavailable."""
+@dataclass
+class KernelProfile:
+    """What one call launched on the device, from the PyTorch profiler (CUPTI): how many activities (kernels,
+    copies, memsets; a captured graph replays the same ones) and their device time by kind."""
+
+    count: int
+    busy_s: float
+    matmul_s: float
+    attention_s: float
+
+    def times(self) -> dict[str, float]:
+        return {"kernels": self.busy_s, "matmul": self.matmul_s, "attention": self.attention_s,
+                "other": max(0.0, self.busy_s - self.matmul_s - self.attention_s)}
+
+
+# Kernel names by kind: cuBLAS / cuBLASLt (gemv*, *gemm*, sm90_xmma*, nvjet*, splitKreduce), CUTLASS (grouped GEMM),
+# and this project's decode-attention kernels (kernels/decode_attention.py). Everything else (norms, rotary,
+# cache writes, routing, sampling, copies) is "other".
+_MATMUL_NAMES = ("gemm", "gemv", "xmma", "nvjet", "cutlass", "splitk", "matmul", "cublas")
+_ATTENTION_NAMES = ("_decode_stage",)
+
+
+def profile_kernels(target: Target, fn: Callable[[], object]) -> KernelProfile | None:
+    """GPU: one call of ``fn`` under the PyTorch profiler. None when the profiler is unavailable (or on a CPU)."""
+    import os
+
     import torch
 
+    if not target.is_cuda:
+        return None
+    # Kineto tears CUPTI down after each session and sets it up again for the next; with CUDA graphs captured in
+    # between, that re-initialisation has crashed processes (torch/profiler/profiler.py keeps CUPTI up when it
+    # profiles graphs for the same reason). One set-up for the whole validation: also cheaper per point.
+    os.environ.setdefault("TEARDOWN_CUPTI", "0")
     try:
         from torch.profiler import ProfilerActivity, profile
 
@@ -756,10 +837,30 @@ def count_kernels(target: Target, fn: Callable[[], object]) -> int | None:
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 fn()
                 target.synchronize()
-        n = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+        events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     except Exception:  # no CUPTI, a profiler already running, ...: the census stands in
         return None
-    return n or None
+    if not events:
+        return None
+    busy = mm = attn = 0.0
+    for e in events:
+        try:
+            dt = max(0.0, float(e.time_range.elapsed_us())) * 1e-6
+        except Exception:  # an event without a time range: counted, not timed
+            dt = 0.0
+        name = str(getattr(e, "name", "")).lower()
+        busy += dt
+        if any(k in name for k in _ATTENTION_NAMES):
+            attn += dt
+        elif any(k in name for k in _MATMUL_NAMES):
+            mm += dt
+    return KernelProfile(count=len(events), busy_s=busy, matmul_s=mm, attention_s=attn)
+
+
+def count_kernels(target: Target, fn: Callable[[], object]) -> int | None:
+    """GPU: device activities (kernels, copies, memsets) one call of ``fn`` launches; None without a profiler."""
+    kp = profile_kernels(target, fn)
+    return kp.count if kp is not None else None
 
 
 def _capture(net: Transformer, st: dict[str, Any], ref: Reference, tol: float):
@@ -806,6 +907,9 @@ class Result:
     notes: list[str]
     prediction_notes: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True  # False in the checkpoints written while it runs, and when it was stopped
+    stopped: str | None = None  # why it stopped early ("interrupted (SIGTERM)", ...), None when it ran through
+    elapsed_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -830,18 +934,81 @@ def parse_models(text: str | None) -> list[ModelSpec]:
     return out
 
 
+def point_order(batches: Sequence[int], contexts: Sequence[int]) -> list[tuple[int, int]]:
+    """The grid, coarse to fine: the corners first (the largest point, where memory runs out, then the extremes of
+    each axis), then the midpoints; so a run stopped early (budget, signal) still spans the grid. The table is
+    printed in grid order whatever the order of measurement."""
+
+    def ranks(xs: Sequence[int]) -> dict[int, int]:
+        xs = sorted(set(xs))
+        order, spans = [len(xs) - 1] + ([0] if len(xs) > 1 else []), [(0, len(xs) - 1)]
+        while spans:
+            nxt = []
+            for lo, hi in spans:
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    order.append(mid)
+                    nxt += [(lo, mid), (mid, hi)]
+            spans = nxt
+        return {xs[i]: r for r, i in enumerate(order)}
+
+    rb, rc = ranks(batches), ranks(contexts)
+    grid = [(b, c) for b in sorted(set(batches)) for c in sorted(set(contexts))]
+    return sorted(grid, key=lambda bc: (max(rb[bc[0]], rc[bc[1]]), rb[bc[0]] + rc[bc[1]], rb[bc[0]]))
+
+
+def weights_bytes(model: ModelSpec, dtype: str) -> int:
+    """Device bytes of the reduced model's weights as Transformer builds them (every weight but the input table)."""
+    return int(model.params - model.input_embedding_params) * _ESIZE[dtype]
+
+
+def device_room_bytes(target: Target) -> float:
+    """GPU: bytes this process can still allocate — free on the device plus what the caching allocator holds
+    unused; CPU: unbounded (the static MEMORY_FRACTION budget applies)."""
+    if not target.is_cuda:
+        return math.inf
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info()
+        return float(free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
+    except Exception:  # no way to ask: the static budget stands
+        return math.inf
+
+
 def validate(target: Target, models: Sequence[ModelSpec], *, measured: P.Profile, profile_label: str,
              spec: P.Profile | None = None, spec_note: str = "", layers: int | None = None,
              batches: Sequence[int] | None = None, contexts: Sequence[int] | None = None,
              min_time_s: float | None = None, seed: int = 0, notes: Sequence[str] = (),
-             on_point: Callable[[Row], None] | None = None) -> Result:
-    """Measure and predict every (model, batch, context) point; see the module docstring."""
+             on_point: Callable[[Row], None] | None = None, budget_s: float | None = None,
+             checkpoint: Callable[[Result], None] | None = None,
+             clock: Callable[[], float] | None = None) -> Result:
+    """Measure and predict every (model, batch, context) point; see the module docstring.
+
+    Points run coarse to fine (``point_order``). Before anything is allocated, a model whose weights, or a point
+    whose KV cache, would not fit in MEMORY_FRACTION of the device's memory (GPU: nor in what is free right now,
+    less the reference scratch and GPU_MARGIN_BYTES) is recorded as skipped with its prediction. ``budget_s``: a
+    point that would end past the budget is not started (each model gets an even share of what is left; a point is
+    guessed to take the median of that model's points so far) and is recorded as skipped "budget". ``checkpoint``
+    gets the result so far after every point (``complete`` False), for a caller that writes it as it goes. A
+    KeyboardInterrupt (Ctrl-C, or SIGTERM made one by the CLI) ends the run: the points not measured are recorded
+    as skipped and the result says why (``stopped``).
+
+    Time on an H100 with --profile given (default grid, 24 points, 2 skipped for memory; the decode kernel
+    compiled already by the run's decode benchmark, in Triton's disk cache): per point ~0.3–1 s for the cache and
+    the float64 checks (more at 32k tokens), ~0.2 s of decode-kernel autotuning at each new split plan (9 plans
+    per model), ~0.1–0.3 s of profiler pass and capture, ≥ 0.05 s of timing: 30–60 s, plus ~10 s to start and a
+    few seconds for CUPTI's first set-up. ``wall_s`` of each row records what it really took.
+    """
     import gc
+    import time
 
     import torch
 
     from .registry import RunContext
 
+    clock = clock or time.monotonic
+    t_start = clock()
     backend = target.backend
     dtype = step_dtype(target)
     batches = list(batches or DEFAULT_BATCHES[backend])
@@ -861,88 +1028,161 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: P.Profile
     if probe is not None:
         all_notes.append(probe.compare_with(merged))
     rows: list[Row] = []
+    order = point_order(batches, contexts)
     budget = MEMORY_FRACTION * target.memory_bytes if target.memory_bytes else math.inf
-    for base in models:
-        model = reduced_model(base, min(n_layers, base.layers))
-        net = None
-        try:
-            gen = torch.Generator(device=target.torch_device)
-            gen.manual_seed(ctx.seed_for({"model": base.name, "layers": model.layers}))
-            net = Transformer(model, dtype, target.torch_device, gen)
-        except (RuntimeError, MemoryError) as e:  # the weights alone do not fit (or cannot be built)
-            oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower()
-            why = (f"weights do not fit: " if oom else f"building the model failed: {type(e).__name__}: ") \
-                + (str(e).splitlines()[0][:160] if str(e) else "")
-            for b in batches:
-                for c in contexts:
-                    rows.append(make_row(model.name, model.layers, b, c, status="skipped" if oom else "failed",
-                                         reason=why, kernels_census=model.decode_kernels()))
-            net = None
-            gc.collect()
-            continue
-        if model.is_moe:
-            all_notes.append(f"{model.name}: experts " + ("through torch._grouped_mm (one grouped GEMM per "
-                                                          "projection)" if net.grouped else
-                                                          "one GEMM per hit expert (no torch._grouped_mm)"))
-        free = budget - net.weight_bytes - REFERENCE_SCRATCH_BYTES[backend]
-        for b in batches:
-            for c in contexts:
+    scratch = REFERENCE_SCRATCH_BYTES[backend]
+    margin = GPU_MARGIN_BYTES if target.is_cuda else 0
+    deadline = t_start + budget_s - BUDGET_RESERVE_S if budget_s is not None else None
+    reduced = [reduced_model(base, min(n_layers, base.layers)) for base in models]
+    done: set[tuple[str, int, int]] = set()
+    stopped: str | None = None
+
+    def result(complete: bool) -> Result:
+        grid = {(m.name, b, c): i for i, (m, (b, c)) in
+                enumerate((m, bc) for m in reduced for bc in sorted(order))}
+        ordered = sorted(rows, key=lambda r: grid.get((r.model, r.batch, r.context), len(grid)))
+        pred_notes = list(hw.notes) + ([f"spec: {n}" for n in hw_spec.notes] if hw_spec is not None else [])
+        res = Result(device=target.name, mode=backend, dtype=dtype, profile=profile_label,
+                     spec=(spec.card or spec.name) if spec is not None else None, rows=ordered,
+                     notes=list(dict.fromkeys(all_notes)), prediction_notes=pred_notes, complete=complete,
+                     stopped=stopped, elapsed_s=clock() - t_start)
+        res.summary = summarize(ordered)
+        return res
+
+    def add(row: Row, counts: bool = True) -> None:
+        rows.append(row)
+        done.add((row.model, row.batch, row.context))
+        if on_point is not None and counts:
+            on_point(row)
+        if checkpoint is not None:
+            checkpoint(result(False))
+
+    def skip_rest(model: ModelSpec, why: str, status: str = "skipped") -> None:
+        for b, c in order:
+            if (model.name, b, c) not in done:
+                pred, spec_pred = _predictions(hw, hw_spec, model, dtype, target.is_cuda, target.is_cuda, None, b, c)
+                add(make_row(model.name, model.layers, b, c, pred=pred, spec=spec_pred, status=status, reason=why,
+                             kernels_census=model.decode_kernels()), counts=False)
+
+    try:
+        for i, model in enumerate(reduced):
+            wb = weights_bytes(model, dtype)
+            room = min(budget, device_room_bytes(target) - margin)
+            if wb + scratch > room:
+                skip_rest(model, f"weights do not fit: {wb / 1e9:.1f} GB + {scratch / 1e9:.1f} GB of check scratch, "
+                                 f"over the {room / 1e9:.1f} GB usable")
+                continue
+            model_deadline = None
+            if deadline is not None:
+                now = clock()
+                model_deadline = now + (deadline - now) / (len(reduced) - i)
+                if now >= model_deadline:
+                    skip_rest(model, "budget: not measured within --budget")
+                    continue
+            net, build_error = None, None
+            try:
+                gen = torch.Generator(device=target.torch_device)
+                gen.manual_seed(ctx.seed_for({"model": models[i].name, "layers": model.layers}))
+                net = Transformer(model, dtype, target.torch_device, gen)
+            except (RuntimeError, MemoryError) as e:  # could not be built after all (e.g. memory taken meanwhile)
+                oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+                build_error = ("skipped" if oom else "failed",
+                               (f"weights do not fit: " if oom else f"building the model failed: {type(e).__name__}: ")
+                               + (str(e).splitlines()[0][:160] if str(e) else ""))
+            if build_error is not None:  # outside the except block: its traceback no longer holds the weights
+                gc.collect()
+                if target.is_cuda:
+                    torch.cuda.empty_cache()
+                skip_rest(model, build_error[1], build_error[0])
+                continue
+            if model.is_moe:
+                all_notes.append(f"{model.name}: experts " + ("through torch._grouped_mm (one grouped GEMM per "
+                                                              "projection)" if net.grouped else
+                                                              "one GEMM per hit expert (no torch._grouped_mm)"))
+            static_free = budget - net.weight_bytes - scratch
+            took: list[float] = []
+            for b, c in order:
+                if model_deadline is not None:
+                    guess = statistics.median(took) if took else 0.0
+                    if clock() + guess > model_deadline:
+                        skip_rest(model, "budget: not measured within --budget")
+                        break
+                t0 = clock()
+                free = min(static_free, device_room_bytes(target) - scratch - margin)
                 row = _one_point(ctx, net, model, hw, hw_spec, dtype, b, c, free, all_notes)
+                row.wall_s = clock() - t0
+                if row.status == "ok":
+                    took.append(row.wall_s)
                 if probe is not None and row.status == "ok":
                     row.drift = probe.drift()
                     if abs(row.drift) > DRIFT_LIMIT:
-                        all_notes.append(f"memory bandwidth moved {row.drift:+.0%} while measuring some points (other "
-                                         "load on this machine?): their errors say more about the load than the model")
-                rows.append(row)
-                if on_point is not None:
-                    on_point(row)
+                        all_notes.append(f"memory bandwidth moved {row.drift:+.0%} while measuring some points "
+                                         "(other load on this machine?): their errors say more about the load than "
+                                         "the model")
+                add(row)
                 gc.collect()
-        del net
-        gc.collect()
-        if target.is_cuda:
-            torch.cuda.empty_cache()
-    pred_notes = list(hw.notes) + ([f"spec: {n}" for n in hw_spec.notes] if hw_spec is not None else [])
-    res = Result(device=target.name, mode=backend, dtype=dtype, profile=profile_label,
-                 spec=(spec.card or spec.name) if spec is not None else None, rows=rows,
-                 notes=list(dict.fromkeys(all_notes)), prediction_notes=pred_notes)
-    res.summary = summarize(rows)
-    return res
+            del net
+            gc.collect()
+            if target.is_cuda:
+                torch.cuda.empty_cache()
+    except KeyboardInterrupt as e:
+        stopped = str(e) or "interrupted"
+        for model in reduced:
+            skip_rest(model, f"{stopped}: not measured")
+    return result(complete=stopped is None)
+
+
+def _predictions(hw: R.Hardware, hw_spec: R.Hardware | None, model: ModelSpec, dtype: str, on_gpu: bool,
+                 graphs: bool, kernels: int | None, batch: int, context: int):
+    """The measured-profile and spec-sheet predictions of one point (the spec one None without a sheet)."""
+    try:
+        dep = deployment(dtype, graphs, kernels, attention_impl=ATTENTION_IMPL["cuda" if on_gpu else "cpu"])
+        return (predict(hw, model, dep, batch, context),
+                predict(hw_spec, model, dep, batch, context) if hw_spec is not None else None)
+    except R.RooflineError as e:
+        raise ValidateError(str(e)) from None
 
 
 def _one_point(ctx, net: Transformer, model: ModelSpec, hw: R.Hardware, hw_spec: R.Hardware | None, dtype: str,
                batch: int, context: int, free_bytes: float, notes: list[str]) -> Row:
     import torch
 
-    def predictions(graphs: bool, kernels: int | None):
-        try:
-            dep = deployment(dtype, graphs, kernels)
-            return (predict(hw, model, dep, batch, context),
-                    predict(hw_spec, model, dep, batch, context) if hw_spec is not None else None)
-        except R.RooflineError as e:
-            raise ValidateError(str(e)) from None
-
     on_gpu = ctx.target.is_cuda
+
+    def predictions(graphs: bool, kernels: int | None):
+        return _predictions(hw, hw_spec, model, dtype, on_gpu, graphs, kernels, batch, context)
+
     common = dict(kernels_census=model.decode_kernels())
     need = point_bytes(model, batch, context, dtype)
     if need > free_bytes:
         pred, spec_pred = predictions(on_gpu, None)
         return make_row(model.name, model.layers, batch, context, pred=pred, spec=spec_pred, status="skipped",
-                        reason=f"needs ~{need / 1e9:.1f} GB beside the weights, over {MEMORY_FRACTION:.0%} of memory",
-                        **common)
+                        reason=f"needs ~{need / 1e9:.1f} GB beside the weights, over the {max(0.0, free_bytes) / 1e9:.1f}"
+                               f" GB usable ({MEMORY_FRACTION:.0%} of memory, less the check scratch)", **common)
+    oom_error = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
+    failure = None
     try:
         pr = measure_point(ctx, net, batch, context, ctx.seed_for({"model": model.name, "batch": batch,
                                                                   "context": context}))
     except Exception as e:  # one bad point must not lose the table (e.g. out of memory at a large cache)
+        oom = isinstance(e, (MemoryError, oom_error)) or "out of memory" in str(e).lower()
+        failure = ("skipped" if oom else "failed",
+                   f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    if failure is not None:  # outside the except block: its traceback no longer holds the point's tensors
         if on_gpu:
+            import gc
+
+            gc.collect()
             torch.cuda.empty_cache()
-        oom = "out of memory" in str(e).lower() or isinstance(e, MemoryError)
         pred, spec_pred = predictions(on_gpu, None)
-        return make_row(model.name, model.layers, batch, context, pred=pred, spec=spec_pred,
-                        status="skipped" if oom else "failed",
-                        reason=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", **common)
+        return make_row(model.name, model.layers, batch, context, pred=pred, spec=spec_pred, status=failure[0],
+                        reason=failure[1], **common)
     notes.extend(pr.notes)
     pred, spec_pred = predictions(pr.graphs, pr.kernels)
+    kt = pr.kernel_times or {}
     return make_row(model.name, model.layers, batch, context, measured=pr.timing, pred=pred, spec=spec_pred,
                     status=pr.status, reason=pr.reason, graphs=pr.graphs,
                     moe_path=("grouped_mm" if net.grouped else "per-expert loop") if model.is_moe else None,
-                    check_rel_err=pr.check_rel_err, check_tol=pr.check_tol, **common)
+                    check_rel_err=pr.check_rel_err, check_tol=pr.check_tol, profiled_kernels_s=kt.get("kernels"),
+                    profiled_matmul_s=kt.get("matmul"), profiled_attention_s=kt.get("attention"),
+                    profiled_other_s=kt.get("other"), **common)

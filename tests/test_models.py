@@ -169,3 +169,22 @@ def test_unknown_missing_and_huge(tmp_path, monkeypatch):
         M.load(f)
     with pytest.raises(M.ModelError, match="unknown dtype"):
         M.norm_dtype("fp7")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_the_steps_gemms_add_up_to_the_weights(name):
+    m = M.resolve(name)
+    mms = m.matmuls()
+    assert sum(x.n * x.k * x.count for x in mms if x.part == "dense") == m.dense_params
+    assert sum(x.n * x.k * x.count for x in mms if x.part == "expert") == m.moe_layers * m.expert_params
+    assert mms[-1].name == "lm_head" and (mms[-1].n, mms[-1].k) == (m.vocab, m.hidden)
+    assert all(x.split in ("col", "row", "none") and x.n > 0 and x.k > 0 and x.count >= 1 for x in mms)
+
+
+def test_llama_gemms_by_hand():
+    shapes = {(x.name, x.n, x.k, x.count) for x in M.resolve("llama-3.1-8b").matmuls()}
+    assert shapes == {("qkv", 6144, 4096, 32), ("o", 4096, 4096, 32), ("gate_up", 28672, 4096, 32),
+                      ("down", 4096, 14336, 32), ("lm_head", 128256, 4096, 1)}
+    q = {x.name: (x.n, x.k, x.part) for x in M.resolve("qwen3-30b-a3b").matmuls()}
+    assert q["router"] == (128, 2048, "dense") and q["expert_gate_up"] == (1536, 2048, "expert")
+    assert q["expert_down"] == (2048, 768, "expert") and "gate_up" not in q

@@ -249,3 +249,79 @@ def test_interp_log():
     assert R.interp_log(pts, 10) == pytest.approx(20.0)
     assert R.interp_log(pts, 0.5) == 10.0 and R.interp_log(pts, 1e6) == 30.0
     assert R.interp_log([], 3) is None
+
+
+# ------------------------------------------------------------------------------------ phases, GEMMs, attention
+def test_gemm_and_attention_phases_add_up():
+    m = M.resolve("llama-3.1-8b")
+    s = rl("llama-3.1-8b", phase_split=True).step(512, 256)  # GEMMs compute bound (512 > F/BW ≈ 295), attention
+    # bound by its KV read
+    assert s.matmul_compute_time_s == pytest.approx(2 * 512 * m.matmul_params_per_token / F)
+    assert s.matmul_compute_time_s > s.weight_time_s and s.kv_time_s > s.attention_compute_time_s
+    assert s.step_time_s == pytest.approx(s.matmul_compute_time_s + s.kv_time_s)
+    assert s.step_time_s > max(s.compute_time_s, s.memory_time_s) * 1.3  # one roofline for the step hid the KV read
+    assert s.bound == "compute"  # the compute-bound GEMMs take longer than the attention's read
+    # the default is the design's single roofline, max(compute, weights + KV); the phased time is still reported
+    d = rl("llama-3.1-8b").step(512, 256)
+    assert d.step_time_s == pytest.approx(max(d.compute_time_s, d.memory_time_s) + d.comm_time_s + d.overhead_time_s)
+    assert d.phased_roof_s == pytest.approx(s.step_time_s - s.comm_time_s - s.overhead_time_s)
+    long = rl("llama-3.1-8b", phase_split=True).step(512, 8192)
+    assert long.bound == "memory" and long.step_time_s == pytest.approx(long.matmul_compute_time_s + long.kv_time_s)
+    # both phases bound by memory: the sum of phases is the single roofline's max(compute, memory)
+    small = rl("llama-3.1-8b", phase_split=True).step(8, 4096)
+    assert small.step_time_s == pytest.approx(max(small.compute_time_s, small.memory_time_s))
+    assert small.step_time_s == pytest.approx(rl("llama-3.1-8b").step(8, 4096).step_time_s)
+
+
+def _two_families() -> P.Profile:
+    """A measured H100 whose small GEMMs (4096 x 4096) stream at 1.5 TB/s and big ones (14336 x 4096) at 3 TB/s at
+    M = 1; decode points of two head configurations and two kernels."""
+    prof = _measured()
+    mm = []
+    for (n, k), bw in (((4096, 4096), 1.5e12), ((14336, 4096), 3.0e12)):
+        for m_ in (1, 4096):
+            nbytes = (m_ * k + k * n + m_ * n) * 2
+            fl = bw * 2 * m_ * n * k / nbytes if m_ == 1 else 7.0e14
+            mm.append(P.MatmulPoint(family="llm", M=m_, N=n, K=k, dtype="bfloat16", impl="torch", library="cuBLAS",
+                                    flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes, efficiency=1.0))
+
+    def dec(model, hq, hkv, impl, b, c, bw):
+        return P.DecodePoint(model=model, impl=impl, layout="contiguous", dtype="bfloat16", batch=b, context=c,
+                             q_heads=hq, kv_heads=hkv, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
+                             median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
+
+    decode = [dec("llama-3.1-8b", 32, 8, "triton", b, c, bw)
+              for b, c, bw in [(1, 512, 0.4e12), (8, 512, 1.2e12), (1, 4096, 1.6e12), (8, 4096, 2.4e12)]]
+    decode += [dec("llama-3.1-70b", 64, 8, "triton", 8, 4096, 2.0e12),  # GQA 8 at the streams of llama's batch 8
+               dec("llama-3.1-8b", 32, 8, "torch_sdpa", 8, 4096, 2.9e12)]
+    return prof.model_copy(update={"curves": prof.curves.model_copy(update={"matmul": mm, "decode": decode})})
+
+
+def test_each_gemm_streams_at_its_own_shapes_rate():
+    m = M.resolve("llama-3.1-8b")
+    s = R.Roofline(R.Hardware(_two_families()), m).step(1, 0)
+    # nearest measured (N, K) in log distance: QKV (6144, 4096), O and down (4096, 14336) read like the 4096 x 4096
+    # family; gate+up (28672, 4096) and the LM head (128256, 4096) like 14336 x 4096
+    slow = 32 * (6144 * 4096 + 4096 * 4096 + 4096 * 14336) * 2
+    fast = (32 * 28672 * 4096 + 128256 * 4096) * 2
+    assert slow + fast == pytest.approx(2 * m.dense_params)
+    assert s.weight_time_s == pytest.approx(slow / 1.5e12 + fast / 3.0e12)
+
+
+def test_kv_rate_by_streams_group_and_kernel():
+    hw = R.Hardware(_two_families())
+    llama, qwen = M.resolve("llama-3.1-8b"), M.resolve("qwen3-30b-a3b")  # 8 and 4 KV heads of 128; GQA 4 and 8
+    # no impl asked: the best kernel at each point (SDPA at (8, 4096))
+    assert hw.kv_rate(8, 4096, llama, "bf16", 1.0) == pytest.approx(2.9e12)
+    assert hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="triton/contiguous") == pytest.approx(2.4e12)
+    assert hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="triton") == pytest.approx(2.4e12)
+    # qwen at batch 16 reads 64 KV streams, as llama's batch 8: its own group (GQA 8, the 70b point) wins there
+    assert hw.kv_rate(16, 4096, qwen, "bf16", 1.0, impl="triton/contiguous") == pytest.approx(2.0e12)
+    # batch 2 of qwen = 8 streams = llama's batch 1; at 512 tokens only llama's grid was measured
+    assert hw.kv_rate(2, 512, qwen, "bf16", 1.0, impl="triton/contiguous") == pytest.approx(0.4e12)
+    assert hw.kv_rate(1, 512, qwen, "bf16", 1.0, impl="triton/contiguous") == pytest.approx(0.4e12)  # clamped
+    # an impl the curve lacks: the best kernel's, said so
+    assert hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="flashinfer") == pytest.approx(2.9e12)
+    assert any("no flashinfer points" in n for n in hw.notes)
+    with pytest.raises(R.RooflineError, match="attention_impl"):
+        R.Roofline(hw, llama, R.Deployment(attention_impl="/"))

@@ -113,6 +113,43 @@ def test_torch_out_of_memory_error_is_out_of_memory(cpu_target):
     assert res.oom and res.records[0].reason.startswith("out of memory")
 
 
+def test_memory_is_released_after_the_failed_points_tensors_are_gone(cpu_target, monkeypatch):
+    import weakref
+
+    class Held:  # stands in for the point's device tensors, referenced from its frame
+        pass
+
+    box = {}
+
+    class Holder:
+        def run_point(self, ctx, point):
+            big = Held()
+            box["ref"] = weakref.ref(big)
+            raise MemoryError("out of memory")
+
+    freed = []
+    monkeypatch.setattr(runner, "_release_memory", lambda ctx: freed.append(box["ref"]() is None))
+    res = runner.run_one_point(runner.RunContext(target=cpu_target), Holder(), "x", {})
+    assert res.oom and freed == [True]  # empty_cache after the traceback let go of the tensors, not before
+
+
+def test_a_budget_caps_the_point_limit(tmp_path, monkeypatch, cpu_target):
+    F.install(monkeypatch, tmp_path, "f_ok")
+    ctx = runner.RunContext(target=cpu_target)
+    out = tmp_path / "m.jsonl"
+
+    def limit(**kw):
+        kw = {"budget_s": None, "time_limit_s": None, "point_limit_s": None, **kw}
+        (plan,) = runner._plan(ctx, ["f_ok"], set(), out, kw["budget_s"], kw["time_limit_s"], kw["point_limit_s"])
+        return plan.point_limit_s
+
+    assert limit() == runner.DEFAULT_POINT_LIMIT_S  # 15 min without a budget
+    assert limit(budget_s=380.0) == runner.BUDGET_POINT_FLOOR_S  # a hang costs 2 min of a 6-min budget, not all
+    assert limit(budget_s=2000.0) == pytest.approx(500.0)
+    assert limit(budget_s=10_000.0) == runner.DEFAULT_POINT_LIMIT_S
+    assert limit(budget_s=380.0, point_limit_s=30.0) == 30.0  # an explicit limit wins
+
+
 # -- in-process runs of fake benchmarks -------------------------------------------------------------------
 
 

@@ -83,6 +83,18 @@ def test_errors_with_and_without_the_overhead_term():
     assert s["bounds"] == {"overhead": 1}
 
 
+def test_the_phased_prediction_is_reported_beside_the_single_roofline():
+    m = V.reduced_model(TINY_DENSE, 2)
+    hw = R.Hardware(_measured_cpu(overhead_s=1e-6))
+    pred = V.predict(hw, m, V.deployment("float32", False), 4, 64)
+    phased = pred.phased_roof_s + pred.comm_time_s + pred.overhead_time_s
+    assert phased >= pred.step_time_s - 1e-15  # a sum of per-phase maxima is never below the max of the sums
+    row = V.make_row(m.name, 2, 4, 64, measured=fake_timing(2 * phased), pred=pred)
+    assert row.predicted_phases_s == pytest.approx(phased)
+    assert row.error_phases == pytest.approx(-0.5) and row.error == pytest.approx(pred.step_time_s / (2 * phased) - 1)
+    assert V.summarize([row])["median_abs_error_phases"] == pytest.approx(0.5)
+
+
 def test_counted_kernels_replace_the_census():
     m = V.reduced_model(TINY_DENSE, 2)
     hw = R.Hardware(_measured_cpu(overhead_s=1e-6))
@@ -255,6 +267,100 @@ def test_points_that_do_not_fit_are_skipped_with_their_prediction(cpu_target, mo
     assert "beside the weights" in res.rows[1].reason and res.rows[1].predicted_s > 0
 
 
+# ------------------------------------------------------------------------------ order, budget, interruption
+def test_point_order_is_coarse_to_fine():
+    grid = V.point_order([256, 1, 8, 64], [32768, 512, 4096])
+    assert sorted(grid) == [(b, c) for b in (1, 8, 64, 256) for c in (512, 4096, 32768)]
+    assert grid[0] == (256, 32768)  # the largest first: where memory runs out
+    assert set(grid[:4]) == {(256, 32768), (1, 32768), (256, 512), (1, 512)}  # the corners before the middle
+    assert V.point_order([3], [7]) == [(3, 7)]
+
+
+class _FakeClock:
+    """A clock that moves only when a (fake) point is measured: budget decisions become exact."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _fake_points(monkeypatch, clock=None, step_s: float = 1.0, interrupt_at: int | None = None):
+    calls = []
+
+    def fake(ctx, net, batch, context, seed):
+        calls.append((net.spec.name, batch, context))
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt("interrupted (SIGTERM)")
+        if clock is not None:
+            clock.t += step_s
+        return V.PointResult("ok", timing=fake_timing(1e-3), check_rel_err=0.0, check_tol=1e-4)
+
+    monkeypatch.setattr(V, "measure_point", fake)
+    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    return calls
+
+
+def test_a_budget_skips_what_would_not_fit_and_shares_it_between_models(cpu_target, monkeypatch):
+    clock = _FakeClock()
+    calls = _fake_points(monkeypatch, clock)
+    seen = []
+    # 2.5 s for points (the reserve is kept for writing): each model gets half of what is left when it starts;
+    # a point takes 1 s of the fake clock
+    res = V.validate(cpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(), profile_label="fake", layers=1,
+                     batches=[1, 2], contexts=[9, 17], budget_s=V.BUDGET_RESERVE_S + 2.5, clock=clock,
+                     checkpoint=seen.append)
+    assert len(calls) == 2 and {c[0] for c in calls} == {r.model for r in res.rows}  # one point of each model
+    assert len(res.rows) == 8 and [r.status for r in res.rows].count("ok") == 2
+    skipped = [r for r in res.rows if r.status == "skipped"]
+    assert len(skipped) == 6 and all(r.reason.startswith("budget") and r.predicted_s > 0 for r in skipped)
+    assert [(r.batch, r.context) for r in res.rows[:4]] == [(1, 9), (1, 17), (2, 9), (2, 17)]  # grid order
+    assert res.complete and res.stopped is None and res.summary["skipped"] == 6
+    assert len(seen) == 8 and not any(p.complete for p in seen)  # a checkpoint after every row
+    assert [len(p.rows) for p in seen] == list(range(1, 9))
+    assert all(r.wall_s == 1.0 for r in res.rows if r.status == "ok")
+
+
+def test_an_interrupt_keeps_what_was_measured(cpu_target, monkeypatch):
+    calls = _fake_points(monkeypatch, interrupt_at=3)
+    res = V.validate(cpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(), profile_label="fake", layers=1,
+                     batches=[1, 2], contexts=[9])
+    assert len(calls) == 3 and res.stopped == "interrupted (SIGTERM)" and not res.complete
+    assert [r.status for r in res.rows] == ["ok", "ok", "skipped", "skipped"]
+    assert all("interrupted (SIGTERM): not measured" in r.reason for r in res.rows[2:])
+
+
+def test_weights_that_do_not_fit_are_never_allocated(cpu_target, monkeypatch):
+    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+
+    def no_build(*a, **k):
+        raise AssertionError("the model must not be built")
+
+    monkeypatch.setattr(V, "Transformer", no_build)
+    small = dataclasses.replace(cpu_target, memory_bytes=2 * 2**30)  # 70%: less than the reference scratch alone
+    res = V.validate(small, [TINY_DENSE], measured=_measured_cpu(), profile_label="fake", batches=[1, 2],
+                     contexts=[9], min_time_s=0.001)
+    assert [r.status for r in res.rows] == ["skipped", "skipped"]
+    assert all("weights do not fit" in r.reason and r.predicted_s > 0 for r in res.rows)
+
+
+def test_predictions_read_the_attention_kernel_the_step_runs():
+    prof = _measured_cpu()
+
+    def dec(impl, bw):
+        return P.DecodePoint(model="tiny", impl=impl, layout="contiguous", dtype="float32", batch=2, context=64,
+                             q_heads=4, kv_heads=2, head_dim=16, bytes=1, bandwidth_Bps=bw, flops=1.0, median_s=1.0,
+                             p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
+
+    prof = prof.model_copy(update={"curves": prof.curves.model_copy(
+        update={"decode": [dec("torch_sdpa", 5e9), dec("triton", 50e9)]})})
+    hw = R.Hardware(prof)
+    m = V.reduced_model(TINY_DENSE, 1)
+    cpu, _ = V._predictions(hw, None, m, "float32", False, False, None, 2, 64)
+    assert cpu.kv_time_s == pytest.approx(cpu.kv_bytes / 5e9)  # the CPU step runs SDPA, not the faster point
+
+
 # ------------------------------------------------------------------------------------------------- the CLI
 def rooflab(capsys, *args):
     from bench import cli
@@ -299,16 +405,40 @@ def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
     assert code == 2 and "--force" in err  # an earlier validation.json is not overwritten silently
 
 
+def test_cli_sigterm_writes_the_points_measured(capsys, tmp_path, monkeypatch):
+    _fake_points(monkeypatch, interrupt_at=2)
+    prof = tmp_path / "profile.json"
+    P.save(_measured_cpu(), prof)
+    model = tmp_path / "tiny.json"
+    model.write_text(TINY_DENSE.model_dump_json())
+    out = tmp_path / "v"
+    code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
+                                "--batch", "1,2,3", "--context", "9", "--out", str(out), "--json", "--budget", "600")
+    assert code == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err
+    doc = json.loads(stdout)
+    assert doc["stopped"] == "interrupted (SIGTERM)" and doc["complete"] is False
+    assert [r["status"] for r in doc["rows"]].count("ok") == 1 and len(doc["rows"]) == 3
+    assert json.loads((out / "validation.json").read_text())["stopped"] == "interrupted (SIGTERM)"
+
+
 # ------------------------------------------------------------------------------------------------- the GPU
 @pytest.mark.gpu
-def test_tiny_step_on_the_gpu_with_graphs(cpu_target):
-    props = torch.cuda.get_device_properties(0)
-    t = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0", cache_bytes=props.L2_cache_size,
-                            compute_units=props.multi_processor_count, memory_bytes=props.total_memory,
-                            capability=(props.major, props.minor))
-    ctx = RunContext(target=t, quick=True, min_time_s=0.01)
+def test_tiny_step_on_the_gpu_with_graphs(gpu_target):
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
     for spec in (TINY_DENSE, TINY_MOE):
-        net = V.Transformer(spec, "bfloat16", t.torch_device, torch.Generator(device=t.torch_device).manual_seed(1))
+        gen = torch.Generator(device=gpu_target.torch_device).manual_seed(1)
+        net = V.Transformer(spec, V.step_dtype(gpu_target), gpu_target.torch_device, gen)
         pr = V.measure_point(ctx, net, 3, 300, seed=2)
         assert pr.status == "ok", pr.reason
-        assert pr.graphs or pr.notes
+        assert pr.graphs, pr.notes  # the whole step (Triton attention, grouped MoE GEMMs) replays from a graph
+        assert pr.kernels is None or pr.kernels >= spec.layers * 5  # counted by the profiler
+        if pr.kernel_times is not None:
+            assert pr.kernel_times["attention"] > 0 and pr.kernel_times["kernels"] >= pr.kernel_times["matmul"]
+
+
+@pytest.mark.gpu
+def test_validate_on_the_gpu_with_a_synthetic_profile(gpu_target):
+    res = V.validate(gpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(overhead_s=2e-6),
+                     profile_label="fake", layers=2, batches=[1, 4], contexts=[300], min_time_s=0.01)
+    assert [r.status for r in res.rows] == ["ok"] * 4, [r.reason for r in res.rows]
+    assert all(r.graphs and r.wall_s > 0 for r in res.rows) and res.complete
