@@ -61,6 +61,25 @@ def console():
     return Console(stderr=False, highlight=False)
 
 
+def int_list(text: str, what: str, lo: int, hi: int) -> list[int]:
+    """A comma-separated option of whole numbers in [lo, hi], sorted and unique; CLIError with one line if not."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise CLIError(f"{what} wants comma-separated whole numbers, got {part!r}") from None
+        if not lo <= v <= hi:
+            raise CLIError(f"{what} values must be in [{lo}, {hi}], got {v}")
+        out.append(v)
+    if not out:
+        raise CLIError(f"{what} is empty")
+    return sorted(set(out))
+
+
 def configure_target(device: str):
     from .target import TargetError, configure
 

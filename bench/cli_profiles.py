@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import CLIError, app
+from .cli import CLIError, app, int_list
 from .cli import console as _console
 
 profile_app = typer.Typer(name="profile", help="Spec and measured profiles: list, show, validate.",
@@ -53,24 +53,6 @@ def _model(ref: str):
         return M.resolve(ref)
     except M.ModelError as e:
         raise CLIError(str(e)) from None
-
-
-def _ints(text: str, what: str, lo: int, hi: int) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise CLIError(f"{what} wants comma-separated whole numbers, got {part!r}") from None
-        if not lo <= v <= hi:
-            raise CLIError(f"{what} values must be in [{lo}, {hi}], got {v}")
-        out.append(v)
-    if not out:
-        raise CLIError(f"{what} is empty")
-    return sorted(set(out))
 
 
 def _check_range(name: str, v: float | None, lo: float, hi: float) -> None:
@@ -257,7 +239,7 @@ def roofline_cmd(
     from . import profile as P
     from . import roofline as R
 
-    batches = _ints(batch, "--batch", 1, MAX_BATCH)
+    batches = int_list(batch, "--batch", 1, MAX_BATCH)
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--price", price, 1e-6, 1e6)
     _check_range("--prompt", prompt, 1, MAX_CONTEXT)

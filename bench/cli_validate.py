@@ -7,33 +7,13 @@ from typing import Optional
 
 import typer
 
-from .cli import CLIError, Device, app, configure_target
+from .cli import CLIError, Device, app, configure_target, int_list
 from .cli import console as _console
 
 MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
 RESULT_FILE = "validation.json"
 PROFILE_DIR = "profile"  # the benchmark run inside --out when no --profile is given
-
-
-def _ints(text: Optional[str], what: str, hi: int) -> Optional[list[int]]:
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise CLIError(f"{what} wants comma-separated whole numbers, got {part!r}") from None
-        if not 1 <= v <= hi:
-            raise CLIError(f"{what} values must be in [1, {hi}], got {v}")
-        out.append(v)
-    if not out:
-        raise CLIError(f"{what} is empty")
-    return sorted(set(out))
 
 
 def _ms(v: Optional[float]) -> str:
@@ -96,8 +76,8 @@ def validate_cmd(
     t_start = time.monotonic()
     if not 0 <= seed < 2**63:
         raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
-    batches = _ints(batch, "--batch", MAX_BATCH)
-    contexts = _ints(context, "--context", MAX_CONTEXT)
+    batches = None if batch is None else int_list(batch, "--batch", 1, MAX_BATCH)
+    contexts = None if context is None else int_list(context, "--context", 1, MAX_CONTEXT)
     try:
         models = V.parse_models(model)
         for m in models:
