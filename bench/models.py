@@ -22,11 +22,12 @@ kept beside it for display (the tests check the count against them: within 2% fo
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from .jsonio import read_json
 
 # Bytes per weight / KV element by storage format. Block-scaled 4-bit formats carry their scales:
 # MXFP4 = 4 bits + one 8-bit scale per 32 elements (OCP MX spec) = 4.25 bits; NVFP4 = 4 bits + one FP8 scale per
@@ -504,23 +505,7 @@ def from_hf_config(cfg: dict, where: str = "config.json") -> dict:
 
 
 def load(path: str | Path) -> ModelSpec:
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_MODEL_FILE_BYTES + 1)
-    except OSError as e:
-        raise ModelError(f"cannot read model {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_MODEL_FILE_BYTES:
-        raise ModelError(f"model {path} is over the {MAX_MODEL_FILE_BYTES}-byte limit")
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ModelError(f"model {path} is not valid JSON: {(str(e).splitlines() or [''])[0]}") from None
-    return from_dict(data, str(path))
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
+    return from_dict(read_json(path, MAX_MODEL_FILE_BYTES, "model", ModelError), str(path))
 
 
 def resolve(ref: str | Path) -> ModelSpec:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
+from .jsonio import read_json
 from .measurement import Measurement, utc_now
 from .telemetry import RunTelemetry
 
@@ -640,22 +641,7 @@ def load(path: str | Path) -> Profile:
         raise ProfileError(f"cannot read profile {path}: {e.strerror or e}") from None
     if size > MAX_PROFILE_BYTES:
         raise ProfileError(f"profile {path} is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit")
-    try:
-        with open(path, "rb") as f:  # bounded: a device file or a growing file reports a size it does not keep
-            raw = f.read(MAX_PROFILE_BYTES + 1)
-    except OSError as e:
-        raise ProfileError(f"cannot read profile {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ProfileError(f"profile {path} is over the {MAX_PROFILE_BYTES}-byte limit")
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ProfileError(f"profile {path} is not valid JSON: {(str(e).splitlines() or [''])[0]}") from None
-    return validate(data, str(path))
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
+    return validate(read_json(path, MAX_PROFILE_BYTES, "profile", ProfileError), str(path))
 
 
 def validate(data: Any, where: str = "profile") -> Profile:
