@@ -9,7 +9,14 @@ Method (see ../shared/design/MEASURING.md, points 3–7):
 * on CUDA every repetition is bracketed by its own pair of CUDA events (device time on the device
   clock); ``before_each`` (an L2 flush or a buffer rotation) runs between repetitions, outside the events;
 * on CPU, ``time.perf_counter_ns`` around each repetition;
-* ``inner`` > 1 times ``inner`` back-to-back calls per sample and divides, for microsecond kernels.
+* ``inner`` > 1 times ``inner`` back-to-back calls per sample and divides, for microsecond kernels;
+* ``prime`` (CUDA): a kernel shorter than the host's cost of launching it would be timed as fast as the host
+  launches it (the device idles between the start event and the kernel). Priming enqueues a spin kernel
+  (``torch.cuda._sleep``) before each repetition's start event, long enough (twice the host's measured
+  enqueue time per repetition) that the repetition is fully queued before the device reaches it: the events
+  then bracket device work only. It is used only when calibration shows the repetition is not clearly
+  longer than its host cost, and only where a benchmark asks for it (kernel bandwidth/FLOP/s); launch-overhead
+  and eager-program numbers are timed without it.
 """
 from __future__ import annotations
 
@@ -108,12 +115,14 @@ def time_fn(
     inner: int = 1,
     before_each: Callable[[], object] | None = None,
     clock_ns: Callable[[], int] = time.perf_counter_ns,
+    prime: bool = False,
 ) -> Timing:
-    """Time ``fn`` (device work included) and return its statistics per call."""
+    """Time ``fn`` (device work included) and return its statistics per call. ``prime`` (CUDA only, ignored on
+    CPU): keep the device busy while each repetition is enqueued, so the events time the device work alone."""
     if inner < 1 or min_reps < 1 or max_reps < min_reps:
         raise ValueError("need inner >= 1 and 1 <= min_reps <= max_reps")
     if target.is_cuda:
-        return _time_cuda(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each)
+        return _time_cuda(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each, prime)
     return _time_host(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each, clock_ns)
 
 
@@ -132,30 +141,93 @@ def _time_host(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each, c
     return summarize([one() for _ in range(n)], "perf_counter")
 
 
-def _time_cuda(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each) -> Timing:
+# Prime when a repetition's device time is below this multiple of its host enqueue time (the device may have
+# waited for the host inside the events); the spin covers PRIME_LEAD x the host time, plus a fixed margin.
+PRIME_BELOW = 1.5
+PRIME_LEAD = 2.0
+PRIME_MARGIN_S = 20e-6
+_SPIN_HZ: list[float] = []  # spin-kernel cycles per second, calibrated once per process
+
+
+def spin_cycles(seconds: float, hz: float) -> int:
+    """Cycles of ``torch.cuda._sleep`` that keep the device busy for about ``seconds`` at ``hz`` cycles/s."""
+    return max(0, int(math.ceil(seconds * hz)))
+
+
+def prime_lead_s(host_s: float) -> float:
+    """How long the device must be kept busy ahead of a repetition whose enqueue costs the host ``host_s``."""
+    return PRIME_LEAD * host_s + PRIME_MARGIN_S
+
+
+def needs_prime(device_s: float, host_s: float) -> bool:
+    """The calibrated device time of a repetition is not clearly above its host cost: the device may idle."""
+    return device_s < PRIME_BELOW * host_s
+
+
+def _spin_hz() -> float:
+    """Cycles per second of ``torch.cuda._sleep`` (it counts SM clock cycles); the fastest of a few tries, so a
+    later spin at a higher clock is never shorter than asked. 0 if this torch has no ``_sleep``."""
     import torch
 
-    def run(n: int) -> list[float]:
+    if _SPIN_HZ:
+        return _SPIN_HZ[0]
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None:
+        _SPIN_HZ.append(0.0)
+        return 0.0
+    cycles, best = 2_000_000, 0.0
+    sleep(cycles)  # first launch: module load, clock ramp-up
+    for _ in range(3):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        sleep(cycles)
+        e.record()
+        e.synchronize()
+        dt = s.elapsed_time(e) / 1e3
+        if dt > 0:
+            best = max(best, cycles / dt)
+    _SPIN_HZ.append(best)
+    return best
+
+
+def _time_cuda(fn, min_time_s, min_reps, max_reps, warmup, inner, before_each, prime=False) -> Timing:
+    import torch
+
+    def run(n: int, spin: int = 0) -> tuple[list[float], float]:
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        t0 = time.perf_counter()
         for s, e in zip(starts, ends):
             if before_each is not None:
                 before_each()
+            if spin:
+                torch.cuda._sleep(spin)  # device busy while this repetition is enqueued (see ``prime``)
             s.record()
             for _ in range(inner):
                 fn()
             e.record()
+        host_s = (time.perf_counter() - t0) / n  # enqueue cost per repetition (nothing waits for the device)
         torch.cuda.synchronize()
-        return [s.elapsed_time(e) / 1e3 / inner for s, e in zip(starts, ends)]
+        return [s.elapsed_time(e) / 1e3 / inner for s, e in zip(starts, ends)], host_s
 
     torch.cuda.synchronize()
     for _ in range(max(1, warmup)):
         fn()
     torch.cuda.synchronize()
-    cal = run(max(1, min(5, min_reps)))
+    cal, host_s = run(max(1, min(5, min_reps)))
     est = sorted(cal)[len(cal) // 2]
+    spin = 0
+    if prime and needs_prime(est * inner, host_s):
+        hz = _spin_hz()
+        spin = spin_cycles(prime_lead_s(host_s), hz) if hz > 0 else 0
+        if spin:  # the calibration was host-bound: measure the device time per call again, primed
+            cal, _ = run(max(1, min(5, min_reps)), spin)
+            est = sorted(cal)[len(cal) // 2]
     n = reps_for(est * inner, min_time_s, min_reps, max_reps)  # a sample costs `inner` calls
-    return summarize(run(n), "cuda_events")
+    if spin:  # each primed repetition costs the host at least the spin: bound the wall time to ~2x min_time_s
+        n = max(min_reps, min(n, math.ceil(2 * min_time_s / prime_lead_s(host_s))))
+    samples, _ = run(n, spin)
+    return summarize(samples, "cuda_events (primed)" if spin else "cuda_events")
 
 
 def time_host(
@@ -195,15 +267,25 @@ def per_call(t: Timing, calls: int) -> Timing:
 
 
 class L2Flusher:
-    """Evicts the device cache between timed calls by writing a buffer of 2× its size (MEASURING.md §6)."""
+    """Evicts the device cache between timed calls by streaming a buffer of 2× its size through it
+    (MEASURING.md §6).
+
+    The buffer is *read* (a sum), not written: a write-flush leaves the cache full of dirty lines, and the timed
+    kernel then pays for writing them back (up to a whole L2, ~50 MB on an H100: +5% traffic for a 1 GB decode
+    step, far more for a small one). Reading 2× the cache replaces every line with a clean one, and the dirty
+    lines the previous repetition left (its outputs) are written back here, outside the timed region.
+    """
 
     def __init__(self, target: Target):
         import torch
 
         self.target = target
         n = max(2 * target.cache_bytes, 1 << 20) // 4
-        self.buf = torch.empty(n, dtype=torch.int32, device=target.torch_device) if target.is_cuda else None
+        self.buf = None
+        if target.is_cuda:
+            self.buf = torch.empty(n, dtype=torch.int32, device=target.torch_device)
+            self.buf.fill_(0x5A5A5A5A)  # defined contents, written once
 
     def __call__(self) -> None:
         if self.buf is not None:
-            self.buf.fill_(0x5A5A5A5A)
+            self.buf.sum()

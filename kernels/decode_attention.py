@@ -55,18 +55,34 @@ _INTERP_BLOCK_N = 16
 _INTERP_MIN_SPLIT_TOKENS = 16
 
 # BLOCK_N (tokens per tile), warps, pipeline stages. K+V tiles of 64 tokens × 128 dims × 2 B = 32 KB per
-# stage; 2–4 stages keep enough bytes in flight per SM to cover HBM latency on Hopper.
-_CONFIGS = [
-    triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-    for n, w, s in ((32, 4, 3), (64, 4, 2), (64, 4, 3), (64, 4, 4), (64, 8, 3), (128, 4, 2), (128, 8, 2),
-                    (128, 8, 3))
-]
+# stage; with 2–3 stages (cp.async) and 3–5 programs resident per SM that is 100–200 KB in flight per SM, far
+# above the ~25 KB an H100 SM needs to cover HBM latency. Four configs, not more: every config is a compile
+# per (head_dim, layout, KV dtype) and a benchmark per tuning key, all of it device time (compiled for sm_90:
+# 37–74 KB of shared memory, 64–170 registers, no spills).
+CONFIGS = (
+    {"BLOCK_N": 32, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_N": 64, "num_warps": 4, "num_stages": 2},
+    {"BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+)
+_CONFIGS = [triton.Config({"BLOCK_N": c["BLOCK_N"]}, num_warps=c["num_warps"], num_stages=c["num_stages"])
+            for c in CONFIGS]
 
 
-@triton.jit
+def _tune_bench(kernel_call, quantiles):
+    # a short benchmark per config (5 ms warm-up, 25 ms measured; do_bench clears L2 between calls) instead of
+    # triton's default 25 + 100 ms: tuning runs once per size class in every sweep, on the device's time
+    import triton.testing
+
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+
+# Values that vary between calls but change nothing in the code are not specialised on (a value of 1 or a
+# multiple of 16 would otherwise compile a kernel of its own): each specialisation is a compile on the device.
+@triton.jit(do_not_specialize=["group", "single", "split_len", "tune_bucket", "stride_btb"])
 def _decode_stage1(
     q, k, v, seq_lens, block_table, out, part_o, part_lse,
-    qk_scale, v_scale, split_len, tune_bucket,
+    qk_scale, v_scale, split_len, tune_bucket, group, single,
     stride_qb, stride_qh,
     stride_kp, stride_kt, stride_kh,
     stride_vp, stride_vt, stride_vh,
@@ -74,10 +90,12 @@ def _decode_stage1(
     stride_ob, stride_oh,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
-    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, SINGLE_SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+    GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    # group (q heads per kv head) and single (one split: write the output directly) are runtime values: one
+    # compiled kernel serves every GQA ratio up to GROUP_PAD and both split plans
     split = tl.program_id(0)
     kvh = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -87,8 +105,8 @@ def _decode_stage1(
 
     g = tl.arange(0, GROUP_PAD)
     d = tl.arange(0, HEAD_DIM)
-    gmask = g < GROUP
-    hq = kvh * GROUP + g
+    gmask = g < group
+    hq = kvh * group + g
     qt = tl.load(q + b * stride_qb + hq[:, None] * stride_qh + d[None, :], mask=gmask[:, None], other=0.0)
     if DOT_F32:
         qt = qt.to(tl.float32)
@@ -128,7 +146,7 @@ def _decode_stage1(
     has = l_i > 0  # false only for a split without tokens (or a sequence of length 0)
     l_safe = tl.where(has, l_i, 1.0)
     o = tl.where(has[:, None], acc / l_safe[:, None], 0.0)
-    if SINGLE_SPLIT:
+    if single != 0:
         o = o * v_scale
         tl.store(out + b * stride_ob + hq[:, None] * stride_oh + d[None, :],
                  o.to(out.dtype.element_ty), mask=gmask[:, None])
@@ -170,7 +188,8 @@ def _decode_stage2(
 # tune_bucket (unused by the kernel) keys the tuning on the problem's size class, so a config tuned on a tiny
 # call is not reused for a large one, while a growing context re-tunes only when it crosses a power of two.
 _stage1_tuned = triton.autotune(
-    _CONFIGS, key=["HEAD_DIM", "GROUP_PAD", "PAGED", "PAGE_SIZE", "SINGLE_SPLIT", "tune_bucket"])(_decode_stage1)
+    _CONFIGS, key=["HEAD_DIM", "GROUP_PAD", "PAGED", "PAGE_SIZE", "single", "tune_bucket"],
+    do_bench=_tune_bench)(_decode_stage1)
 
 
 def _tune_bucket(split_tokens: int, programs: int) -> int:
@@ -295,6 +314,7 @@ def decode_attention(
     num_sms: int | None = None,
     k_scale: float = 1.0,
     v_scale: float = 1.0,
+    config: dict | None = None,
 ) -> torch.Tensor:
     """softmax(q·Kᵀ·scale)·V per sequence over its first ``seq_lens[b]`` cached tokens → [B, Hq, D].
 
@@ -302,8 +322,9 @@ def decode_attention(
     ``seq_lens``, known on the host, like FlashAttention's ``max_seqlen_k``) sizes the splits without a
     device sync; it defaults to the cache's capacity. ``out`` and ``workspace`` may be preallocated
     (``DecodeWorkspace.allocate``). ``scale`` defaults to 1/sqrt(head_dim); ``k_scale``/``v_scale``
-    dequantise an fp8 cache. CUDA tensors use the autotuned kernel; CPU tensors (the Triton interpreter)
-    one fixed small tile.
+    dequantise an fp8 cache. CUDA tensors use the autotuned kernel, or one fixed ``config`` (an entry of
+    :data:`CONFIGS`: BLOCK_N, num_warps, num_stages) when given; CPU tensors (the Triton interpreter) one fixed
+    small tile.
     """
     _validate(q, k_cache, v_cache, seq_lens, block_table)
     B, Hq, D = q.shape
@@ -325,7 +346,8 @@ def decode_attention(
         raise ValueError("out must match q's shape, dtype and device, contiguous in head_dim")
     single = plan.num_splits == 1
     if single:
-        po, pl = out, out  # unused by the kernel when SINGLE_SPLIT
+        # never touched with one split; fp32 like the real workspace, so both plans share one compiled kernel
+        po = pl = torch.empty(1, dtype=torch.float32, device=q.device)
     else:
         if workspace is None:
             workspace = DecodeWorkspace.allocate(B, Hq, D, plan.num_splits, q.device)
@@ -339,20 +361,23 @@ def decode_attention(
     args = (
         q, k_cache, v_cache, seq_lens, bt, out, po, pl,
         scale * float(k_scale) * LOG2E, float(v_scale), plan.split_tokens,
-        _tune_bucket(plan.split_tokens, plan.num_splits * Hkv * B),
+        _tune_bucket(plan.split_tokens, plan.num_splits * Hkv * B), group, int(single),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         bt.stride(0) if paged else 0,
         out.stride(0), out.stride(1),
-        po.stride(0), po.stride(1), po.stride(2) if not single else 0,
-        pl.stride(0), pl.stride(1),
+        *((po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1)) if not single else (0,) * 5),
     )
-    meta = dict(GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=D, PAGED=paged,
-                PAGE_SIZE=int(k_cache.shape[1]) if paged else 1, SINGLE_SPLIT=single)
+    meta = dict(GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=D, PAGED=paged,
+                PAGE_SIZE=int(k_cache.shape[1]) if paged else 1)
     grid = (plan.num_splits, Hkv, B)
-    if on_gpu:
+    if on_gpu and config is None:
         _stage1_tuned[grid](*args, **meta, DOT_F32=False)
+    elif on_gpu:
+        cfg = dict(config)
+        _decode_stage1[grid](*args, **meta, DOT_F32=False, BLOCK_N=cfg["BLOCK_N"],
+                             num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
     else:
         # Triton 3.9's interpreter computes tl.dot on bf16 operands wrongly; fp32 operands holding the same
         # bf16 values give what a bf16 MMA with fp32 accumulation gives.
@@ -433,11 +458,22 @@ def sdpa_inputs(k_cache: torch.Tensor, v_cache: torch.Tensor, q_heads: int, cont
     return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
 
 
+SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+
+
 def sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-                enable_gqa: bool = False) -> torch.Tensor:
-    """torch SDPA over a batch of equal-length sequences: q [B, Hq, D], k/v from :func:`sdpa_inputs`."""
+                enable_gqa: bool = False, exclude: tuple[str, ...] = ()) -> torch.Tensor:
+    """torch SDPA over a batch of equal-length sequences: q [B, Hq, D], k/v from :func:`sdpa_inputs`.
+    ``exclude``: SDPA backends (names of ``torch.nn.attention.SDPBackend``) torch may not choose."""
     kw = {"enable_gqa": True} if enable_gqa else {}
-    o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, **kw)
+    if exclude:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        allowed = [getattr(SDPBackend, n) for n in SDPA_BACKENDS if n not in exclude and hasattr(SDPBackend, n)]
+        with sdpa_kernel(allowed):
+            o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, **kw)
+    else:
+        o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, **kw)
     return o.squeeze(2)
 
 

@@ -314,19 +314,111 @@ def test_summarize_builds_the_typed_decode_table():
     Curves(decode=alone)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("page", [None, 16, 64])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_kernel_on_gpu(page, dtype):
-    q, kc, vc, sl, bt = (t.cuda() if t is not None else None
-                         for t in _case(4, d=128, lens=[1000, 4097, 33, 2048], dtype=dtype, page=page))
-    for kw in ({}, {"split_tokens": 300}, {"num_splits": 1}):
-        _run_and_check(q, kc, vc, sl, bt, **kw)
+def test_cpu_rotation_rule():
+    """CPU: a cache smaller than 2x the LLC is timed over enough copies to reach it (bounded)."""
+    llc = 260 * 2**20
+    assert B.rotation_copies(3 * llc, llc) == 1  # already past the cache
+    assert B.rotation_copies(2 * llc, llc) == 1
+    assert B.rotation_copies(268 * 10**6, llc) == 3  # the 8 x 8192 point that read at 128% of copy bandwidth
+    n = B.rotation_copies(2 * 2**20, llc)
+    assert n * 2 * 2**20 >= 2 * llc and (n - 1) * 2 * 2**20 < 2 * llc
+    assert B.rotation_copies(1, llc) == B.MAX_ROTATION_COPIES
+
+
+def test_cpu_sdpa_timing_rotates_through_copies(small_cpu_target, monkeypatch):
+    seen = []
+    real = K.sdpa_decode
+
+    def spy(q, k, v, **kw):
+        seen.append(k.data_ptr())
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(K, "sdpa_decode", spy)
+    ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
+    point = {**TINY, "batch": 2, "context": 256}  # K+V 64 KB against a 1 MiB LLC: 32 copies
+    ms = B.BENCHMARK.run_point(ctx, point)
+    sdpa = [m for m in ms if m.impl == "torch_sdpa"][0]
+    assert sdpa.status == "ok" and sdpa.check.passed
+    n = B.rotation_copies(2 * 2 * 256 * 2 * 16 * 2, small_cpu_target.cache_bytes)
+    assert n == 32 and f"rotated over {n} copies" in sdpa.cache
+    timed = seen[1:]  # the check ran on the point's own cache; every timed call then takes the next copy
+    assert seen[0] not in timed and len(timed) >= 5
+    assert len(set(timed)) == min(n, len(timed))
+
+
+def test_sdpa_that_raises_is_a_failed_record(cpu_target, monkeypatch):
+    def boom(*a, **kw):
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    monkeypatch.setattr(K, "sdpa_decode", boom)
+    ms = B.BENCHMARK.run_point(RunContext(target=cpu_target, quick=True, min_time_s=0.001), TINY)
+    sdpa = ms[-1]
+    assert sdpa.impl == "torch_sdpa" and sdpa.status == "failed" and "No available kernel" in sdpa.reason
+    assert [m.status for m in ms[:2]] == ["ok", "ok"]  # the Triton records are kept
+
+
+def test_sdpa_backend_exclusion_runs():
+    q, kc, vc, sl, _ = _case(4, lens=[40, 40], dtype=torch.float32)
+    k, v, gqa = K.sdpa_inputs(kc, vc, q.shape[1], context=40)
+    a = K.sdpa_decode(q, k, v, enable_gqa=gqa)
+    b = K.sdpa_decode(q, k, v, enable_gqa=gqa, exclude=("CUDNN_ATTENTION", "FLASH_ATTENTION"))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fixed_config_and_runtime_values_share_one_kernel():
+    """group and the single-split flag are runtime values; a fixed config is accepted (CPU: the interpreter's
+    tile is used regardless)."""
+    assert all({"BLOCK_N", "num_warps", "num_stages"} == set(c) for c in K.CONFIGS)
+    for group in (1, 4):
+        for kw in ({"split_tokens": 23}, {"num_splits": 1}):
+            _run_and_check(*_case(group, page=16, seed=group), config=K.CONFIGS[-1], **kw)
+
+
+# -- on a GPU (ROOFLAB_TEST_DEVICE=cuda, fixture gpu_target): every compiled variant, small real sizes --------
+
+GPU_LENS = [1000, 4097, 33, 2048]  # odd, one past a power of two, shorter than a tile, a clean multiple
+
+
+def _gpu_case(gpu_target, group, d, dtype, kv_dtype=None, page=None, lens=GPU_LENS, kv_heads=2):
+    return tuple(t.to(gpu_target.torch_device) if t is not None else None
+                 for t in _case(group, kv_heads=kv_heads, d=d, lens=lens, dtype=dtype, kv_dtype=kv_dtype,
+                                page=page))
 
 
 @pytest.mark.gpu
-def test_fp8_kv_on_gpu():
-    q, kc, vc, sl, bt = (t.cuda() if t is not None else None
-                         for t in _case(8, d=128, lens=[1000, 4097], dtype=torch.bfloat16,
-                                        kv_dtype=torch.float8_e4m3fn, page=16))
-    _run_and_check(q, kc, vc, sl, bt, k_scale=0.75, v_scale=1.5)
+@pytest.mark.parametrize("kv", ["bf16", "fp16", "fp8"])
+@pytest.mark.parametrize("page", [None, 16], ids=["contiguous", "paged16"])
+@pytest.mark.parametrize("d", [128, 64])
+def test_every_config_on_gpu(gpu_target, kv, page, d):
+    """Every autotune config as a fixed launch, multi-split (odd split length) and single-split, for each KV
+    dtype and layout the sweep runs; then the autotuned default plan."""
+    if kv == "fp8" and not gpu_target.supports_fp8()[0]:
+        pytest.skip(gpu_target.supports_fp8()[1])
+    dtype = torch.float16 if kv == "fp16" else torch.bfloat16
+    kv_dtype = torch.float8_e4m3fn if kv == "fp8" else None
+    scales = {"k_scale": 0.75, "v_scale": 1.5} if kv == "fp8" else {}
+    q, kc, vc, sl, bt = _gpu_case(gpu_target, 4, d, dtype, kv_dtype, page)
+    for cfg in K.CONFIGS:
+        for kw in ({"split_tokens": 300}, {"num_splits": 1}):
+            _run_and_check(q, kc, vc, sl, bt, config=cfg, **kw, **scales)
+    _run_and_check(q, kc, vc, sl, bt, **scales)  # autotuned, the GPU's own split plan
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("group,kv_heads", [(1, 4), (8, 1), (8, 2)])
+def test_head_configs_on_gpu(gpu_target, group, kv_heads):
+    """The GQA ratios of the sweep (MHA, 8q/1kv, 8 per kv head), autotuned, paged and contiguous."""
+    for page in (None, 16, 64):
+        _run_and_check(*_gpu_case(gpu_target, group, 128, torch.bfloat16, page=page, kv_heads=kv_heads))
+
+
+@pytest.mark.gpu
+def test_run_point_on_gpu(gpu_target):
+    """The benchmark's GPU branch at a small real point: both layouts and SDPA checked, timed, graph-timed."""
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
+    ms = B.BENCHMARK.run_point(ctx, B._point(B.MAIN, 4, 1024))
+    assert [(m.impl, m.params["layout"]) for m in ms] == [("triton", "contiguous"), ("triton", "paged"),
+                                                          ("torch_sdpa", "contiguous")]
+    for m in ms:
+        assert m.status == "ok", (m.impl, m.reason)
+        assert m.mode == "cuda" and m.bandwidth_Bps > 0 and "graph_error" not in m.extra, m.extra

@@ -1,5 +1,4 @@
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -99,8 +98,9 @@ def test_unsupported_dtypes_are_recorded_once_as_skipped(small_cpu_target):
         mine = [p for p in pts if p["dtype"] == dt and p["family"] != "edge"]
         assert len(mine) == 1
         ms = G.BENCHMARK.run_point(ctx, mine[0])
-        assert [m.status for m in ms] == ["skipped"]
-        assert ms[0].reason and ms[0].flops is None and ms[0].timing is None
+        # one record per implementation the dtype has (fp8: cuBLASLt and the Triton TMA kernel), each skipped
+        assert [m.impl for m in ms] == (["torch", "triton"] if dt == "float8_e4m3fn" else ["torch"])
+        assert all(m.status == "skipped" and m.reason and m.flops is None and m.timing is None for m in ms)
 
 
 def test_cpu_quick_sweep_is_small_and_reaches_2048(cpu_target):
@@ -109,8 +109,8 @@ def test_cpu_quick_sweep_is_small_and_reaches_2048(cpu_target):
     assert fams == {"square", "llm", "mamf", "edge"}
     assert {"family": "square", "dtype": "float32", "M": 2048, "N": 2048, "K": 2048, "impls": "torch"} in pts
     assert len(pts) <= 30
-    # Triton is never timed on the CPU: only the edge points carry it
-    assert all(p["family"] == "edge" for p in pts if "triton" in p["impls"])
+    # Triton is never timed on the CPU: only the edge points carry it (and fp8's one point, recorded as skipped)
+    assert all(p["family"] == "edge" or p["dtype"] == "float8_e4m3fn" for p in pts if "triton" in p["impls"])
     assert {(p["M"], p["N"], p["K"]) for p in pts if p["family"] == "edge"} == set(G.EDGE_SHAPES)
 
 
@@ -311,29 +311,147 @@ def test_profile_built_from_a_cpu_run(small_cpu_target, tmp_path):
     assert P.load(tmp_path / "p.json") == prof
 
 
-# -- on a GPU (skipped without one) --------------------------------------------------------------------------
+# -- the TMA variant and the fp8 kernel under the interpreter (triton >= 3.7: 3.6's interpreter mis-binds the
+#    arguments that follow a tensor descriptor; the GPU image compiles them instead, see the gpu tests) -------
+
+import triton  # noqa: E402
+
+_INTERP_TMA = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 7)
+needs_interp_tma = pytest.mark.skipif(not _INTERP_TMA, reason="triton < 3.7 interpreter cannot run descriptors")
+
+
+@needs_interp_tma
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "tf32"])
+def test_tma_kernel_in_the_interpreter(dtype):
+    M, N, Kd = G.EDGE_SHAPES[-1]  # odd M and N: tiles past the edges are zero-filled, the store masked
+    a, w = _operands(M, N, Kd, TRITON_TORCH_DTYPES[dtype], seed=7)
+    out = checks.poison(torch.empty(M, N, dtype=a.dtype))
+    K.triton_matmul(a, w.t(), out, tf32=dtype == "tf32", kernel="tma")
+    chk = checks.compare(out, K.reference(a, w.t()), G.tolerance(dtype, Kd), "f64")
+    assert chk.passed and chk.rel_err > 0, chk.detail
+
+
+@needs_interp_tma
+def test_triton_fp8_kernel_in_the_interpreter():
+    M, N, Kd = G.EDGE_SHAPES[-1]
+    g = torch.Generator().manual_seed(11)
+    (xq, sx), (wq, sw) = K.quantize_fp8(torch.randn(M, Kd, generator=g)), K.quantize_fp8(torch.randn(N, Kd, generator=g))
+    out = checks.poison(torch.empty(M, N, dtype=torch.bfloat16))
+    K.triton_matmul_fp8(xq, wq.t(), sx, sw, out)
+    ref = (xq.double() * sx.double()) @ (wq.double() * sw.double()).t()
+    chk = checks.compare(out, ref, G.tolerance("float8_e4m3fn", Kd), "f64")
+    assert chk.passed and chk.rel_err > 0, chk.detail
+
+
+def test_kernel_variant_choice_and_refusals():
+    a, w = _operands(64, 48, 96, torch.bfloat16)
+    assert K.variant(a, w.t()) == "pointer"  # CPU tensors: never TMA unless forced
+    assert K.tma_eligible(a, w.t()) and not K.tma_eligible(a, w.t().contiguous())  # B must be column-major
+    odd_a, odd_w = _operands(8, 8, 93, torch.bfloat16)
+    assert not K.tma_eligible(odd_a, odd_w.t())  # 93 x 2 B rows are not 16-byte multiples
+    with pytest.raises(ValueError, match="TMA"):
+        K.triton_matmul(odd_a, odd_w.t(), kernel="tma")
+    with pytest.raises(ValueError, match="kernel"):
+        K.triton_matmul(a, w.t(), kernel="fast")
+    q, s = K.quantize_fp8(torch.randn(8, 32))
+    with pytest.raises(ValueError, match="float8"):
+        K.triton_matmul_fp8(a, w.t(), s, s)
+    with pytest.raises(ValueError, match="scales"):
+        K.triton_matmul_fp8(q, q.t(), s.double(), s)
+
+
+def test_triton_fp8_support_needs_hopper(cpu_target):
+    assert not G.triton_support("float8_e4m3fn", _gpu(cpu_target, (8, 9)))[0]
+    assert G.triton_support("float8_e4m3fn", _gpu(cpu_target, (9, 0))) == (True, "")
+    h100 = _gpu(cpu_target, (9, 0))
+    quick = G.BENCHMARK.sweep(RunContext(target=h100, quick=True))
+    fp8_tri = [p for p in quick if p["dtype"] == "float8_e4m3fn" and "triton" in p["impls"]]
+    assert {p["family"] for p in fp8_tri} == {"square", "edge"}
+    assert all(p["K"] % 16 == 0 for p in fp8_tri)  # TMA rows of 16 bytes
+    # the default sweep searches bf16 and fp8 for their peak; the other dtypes get mamf-finder's best shape
+    for dt in G.DTYPES:
+        mamf = [p for p in quick if p["family"] == "mamf" and p["dtype"] == dt]
+        assert len(mamf) == (9 if dt in ("bfloat16", "float8_e4m3fn") else 1)
+
+
+# -- on a GPU (ROOFLAB_TEST_DEVICE=cuda, fixture gpu_target): every compiled kernel variant, small real sizes -
+
+def _gpu_check(out, ref, dtype, Kd, what):
+    chk = checks.compare(out, ref, G.tolerance(dtype, Kd), "f64")
+    assert chk.passed, (what, chk.detail)
+
+
+def _cfg(c):
+    return {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
+
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "tf32"])
-def test_triton_matmul_on_gpu(dtype):
+def test_every_triton_config_on_gpu(gpu_target, dtype):
+    """Each autotune config of both variants (pointer loads; TMA on sm_90+) as a fixed launch, then the
+    autotuned launcher, on shapes that span several tiles with ragged edges."""
+    dev = gpu_target.torch_device
     dt = TRITON_TORCH_DTYPES[dtype]
-    for (M, N, Kd) in ((1, 4096, 4096), (67, 45, 93), (512, 1024, 768)):
-        a, w = _operands(M, N, Kd, dt)
-        a, w = a.cuda(), w.cuda()
-        out = checks.poison(torch.empty(M, N, dtype=dt, device="cuda"))
-        K.triton_matmul(a, w.t(), out, tf32=dtype == "tf32")
-        chk = checks.compare(out, K.reference(a, w.t()), G.tolerance(dtype, Kd), "f64")
-        assert chk.passed, (M, N, Kd, chk.detail)
+    tf32 = dtype == "tf32"
+    fam = K._family(dt, tf32)
+    M, N, Kd = 300, 520, 1040  # K % 16 == 0 (TMA-eligible), M and N ragged against every tile
+    a, w = (x.to(dev) for x in _operands(M, N, Kd, dt, seed=1))
+    ref = K.reference(a, w.t())
+    variants = [("pointer", K._TUNED[fam].configs)]
+    if fam in K._TUNED_TMA and K.tma_capable(a.device):
+        variants.append(("tma", K._TUNED_TMA[fam].configs))
+    for kernel, cfgs in variants:
+        for c in cfgs:
+            out = checks.poison(torch.empty(M, N, dtype=dt, device=dev))
+            K.triton_matmul(a, w.t(), out, tf32=tf32, config=_cfg(c), kernel=kernel)
+            _gpu_check(out, ref, dtype, Kd, (kernel, _cfg(c)))
+    for (m, n, k) in ((1, 4096, 4096), (67, 45, 93), (512, 1024, 768)):  # autotuned, both variants as chosen
+        a, w = (x.to(dev) for x in _operands(m, n, k, dt, seed=2))
+        out = checks.poison(torch.empty(m, n, dtype=dt, device=dev))
+        K.triton_matmul(a, w.t(), out, tf32=tf32)
+        _gpu_check(out, K.reference(a, w.t()), dtype, k, (m, n, k, K.variant(a, w.t(), tf32)))
 
 
 @pytest.mark.gpu
-def test_scaled_mm_fp8_on_gpu():
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) < (8, 9):
-        pytest.skip("fp8 needs compute capability >= 8.9")
-    x, w = torch.randn(128, 256, device="cuda"), torch.randn(64, 256, device="cuda")
-    (xq, sx), (wq, sw) = K.quantize_fp8(x), K.quantize_fp8(w)
-    c = K.scaled_mm_fp8(xq, wq.t(), sx, sw)
+def test_fp8_paths_on_gpu(gpu_target):
+    """torch._scaled_mm and, on sm_90+, every config of the Triton fp8 kernel plus its autotuned launch."""
+    if not gpu_target.supports_fp8()[0]:
+        pytest.skip(gpu_target.supports_fp8()[1])
+    dev = gpu_target.torch_device
+    g = torch.Generator(device=dev).manual_seed(3)
+    M, N, Kd = 300, 520, 1040
+    (xq, sx), (wq, sw) = (K.quantize_fp8(torch.randn(r, Kd, device=dev, generator=g)) for r in (M, N))
     ref = (xq.double() * sx.double()) @ (wq.double() * sw.double()).t()
-    assert c.dtype == torch.bfloat16 and checks.rel_err(c, ref) < G.tolerance("float8_e4m3fn", 256)
-    assert math.isfinite(c.float().sum().item())
+    c = K.scaled_mm_fp8(xq, wq.t(), sx, sw)
+    assert c.dtype == torch.bfloat16
+    _gpu_check(c, ref, "float8_e4m3fn", Kd, "torch._scaled_mm")
+    if not K.tma_capable(xq.device):
+        return
+    for cfg in K._TUNED_TMA["fp8"].configs:
+        out = checks.poison(torch.empty(M, N, dtype=torch.bfloat16, device=dev))
+        K.triton_matmul_fp8(xq, wq.t(), sx, sw, out, config=_cfg(cfg))
+        _gpu_check(out, ref, "float8_e4m3fn", Kd, _cfg(cfg))
+    out = checks.poison(torch.empty(M, N, dtype=torch.bfloat16, device=dev))
+    K.triton_matmul_fp8(xq, wq.t(), sx, sw, out)
+    _gpu_check(out, ref, "float8_e4m3fn", Kd, "autotuned")
+
+
+@pytest.mark.gpu
+def test_benchmark_points_on_gpu(gpu_target):
+    """The benchmark's GPU branches: a Triton bf16 and fp8 square (checked, timed, primed, L2 flushed) and the
+    edge checks with their fixed configs."""
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
+    for dt in ("bfloat16", "float8_e4m3fn"):
+        ms = G.BENCHMARK.run_point(ctx, {"family": "square", "dtype": dt, "M": 1024, "N": 1024, "K": 1024,
+                                         "impls": "torch,triton"})
+        for m in ms:
+            assert m.status in ("ok", "skipped"), (dt, m.impl, m.reason)
+            if m.status == "ok":
+                assert m.flops > 0 and "flushed" in m.cache
+    for dt in G.TRITON_DTYPES:
+        for (M, N, Kd) in G.EDGE_SHAPES:
+            if dt == "float8_e4m3fn" and Kd % 16:
+                continue
+            ms = G.BENCHMARK.run_point(ctx, {"family": "edge", "dtype": dt, "M": M, "N": N, "K": Kd,
+                                             "impls": "triton"})
+            assert all(m.status in ("ok", "skipped") for m in ms), [(m.params, m.reason) for m in ms]

@@ -110,3 +110,67 @@ def test_l2_flusher_is_noop_on_cpu(cpu_target):
     f = L2Flusher(cpu_target)
     assert f.buf is None
     f()
+
+
+def test_prime_rule_and_spin_length():
+    from bench.timing import PRIME_LEAD, PRIME_MARGIN_S, needs_prime, prime_lead_s, spin_cycles
+
+    # a 2 µs kernel behind a 20 µs launch is host-bound: prime; a 5 ms GEMM is not
+    assert needs_prime(2e-6, 20e-6) and not needs_prime(5e-3, 20e-6)
+    lead = prime_lead_s(20e-6)
+    assert lead == pytest.approx(PRIME_LEAD * 20e-6 + PRIME_MARGIN_S) and lead > 20e-6
+    assert spin_cycles(lead, 1.98e9) == math.ceil(lead * 1.98e9)
+    assert spin_cycles(0.0, 1.98e9) == 0
+
+
+def test_prime_is_ignored_on_cpu(cpu_target):
+    clk = FakeClock([1_000_000] * 100)
+    t = time_fn(clk.work, cpu_target, min_time_s=0, min_reps=5, max_reps=5, warmup=1, clock_ns=clk, prime=True)
+    assert t.median_s == pytest.approx(1e-3) and t.clock == "perf_counter"
+
+
+# -- on a GPU (ROOFLAB_TEST_DEVICE=cuda) ---------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_priming_times_the_device_not_the_launch(gpu_target):
+    """A ~1 µs kernel launched through Python: unprimed, the events see the host's launch rate; primed, the
+    device time. The primed median must be the smaller and stay near what a CUDA graph of the same calls
+    gives per call."""
+    import torch
+
+    from bench.timing import per_call
+
+    x = torch.ones(1024, device=gpu_target.torch_device)
+
+    def tiny():  # a few small launches: host cost well above device cost
+        for _ in range(8):
+            x.add_(1.0)
+
+    plain = time_fn(tiny, gpu_target, min_time_s=0.02)
+    primed = time_fn(tiny, gpu_target, min_time_s=0.02, prime=True)
+    assert primed.clock == "cuda_events (primed)" and plain.clock == "cuda_events"
+    assert primed.median_s < plain.median_s
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        tiny()
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        for _ in range(10):
+            tiny()
+    graph = per_call(time_fn(g.replay, gpu_target, min_time_s=0.02), 10)
+    assert primed.median_s < 3 * graph.median_s + 5e-6
+
+
+@pytest.mark.gpu
+def test_l2_flusher_reads_and_keeps_its_buffer(gpu_target):
+    import torch
+
+    f = L2Flusher(gpu_target)
+    assert f.buf.numel() * 4 >= 2 * gpu_target.cache_bytes
+    before = f.buf[:1024].clone()
+    f()
+    torch.cuda.synchronize()
+    assert torch.equal(f.buf[:1024], before)  # a read-flush: the buffer is never rewritten
+    assert time_fn(f, gpu_target, min_time_s=0.01).median_s > 0

@@ -23,9 +23,14 @@ copy bandwidth (``peaks.copy_bandwidth_Bps``, what the issue's target compares w
 ``fraction_of_memory_bandwidth`` by the best measured stream (``peaks.memory_bandwidth_Bps``).
 Time per token = median step time / batch (one decode step yields one token per sequence).
 
-Caches: on GPU L2 is flushed before every timed call (bench.timing.L2Flusher), so even a small cache is read
-from HBM. CPU mode: PyTorch SDPA is timed on the CPU at small sizes (labelled mode "cpu"); the Triton kernel
-runs in the interpreter on the small ragged cases, for correctness only.
+Caches: on GPU L2 is flushed before every timed call (bench.timing.L2Flusher, a read of 2× L2), so even a
+small cache is read from HBM. CPU mode: PyTorch SDPA is timed on the CPU at small sizes (labelled mode "cpu");
+a point whose K + V is smaller than CPU_ROTATE_MULTIPLE × the last-level cache is timed rotating through
+n = ⌈CPU_ROTATE_MULTIPLE · LLC / (K + V bytes)⌉ copies of its cache (same data, distinct memory; at most
+MAX_ROTATION_COPIES), so no call finds its K/V still cached (without it a 270 MB cache on a 260 MiB LLC read
+at 128% of the copy bandwidth). The Triton kernel runs in the interpreter on the small ragged cases, for
+correctness only. On GPU the ragged check runs every autotune config (a fixed launch each, no tuning), so
+every compiled variant of the kernel is checked on odd lengths before anything is timed.
 
 Memory: a point whose cache (plus workspace and check temporaries) would not fit in MEMORY_FRACTION of the
 device memory is recorded as skipped.
@@ -62,6 +67,8 @@ RAGGED_SPLIT_TOKENS = 23  # odd split: split boundaries fall inside tiles and pa
 RAGGED_MAX_KV_HEADS = 2
 
 LAYOUTS = ("contiguous", "paged")
+CPU_ROTATE_MULTIPLE = 2  # CPU: rotated copies of K + V together reach 2x the LLC (like gemm's inputs)
+MAX_ROTATION_COPIES = 4096
 
 
 def _point(model: str, batch: int, context: int, dtype: str = "bfloat16") -> dict:
@@ -85,6 +92,15 @@ def _fill_random(t: torch.Tensor, gen: torch.Generator, scale: float = 1.0, chun
         hi = min(flat.numel(), lo + chunk)
         flat[lo:hi] = checks.random_tensor(hi - lo, torch.float32, str(t.device), gen, scale=scale)
     return t
+
+
+def rotation_copies(kv_bytes: int, cache_bytes: int) -> int:
+    """CPU: copies of a K + V of ``kv_bytes`` that together reach CPU_ROTATE_MULTIPLE × the LLC (1 when one
+    copy already does), at most MAX_ROTATION_COPIES."""
+    need = CPU_ROTATE_MULTIPLE * cache_bytes
+    if kv_bytes <= 0 or kv_bytes >= need:
+        return 1
+    return int(min(MAX_ROTATION_COPIES, math.ceil(need / kv_bytes)))
 
 
 def _esize(dt: torch.dtype) -> int:
@@ -166,8 +182,12 @@ class DecodeBenchmark:
         seq_lens = torch.full((B,), L, dtype=torch.int32, device=dev)
         lens = [L] * B
         flops = K.flop_count(lens, hq, d)
-        cache = ("L2 flushed before each call" if t.is_cuda else
-                 f"CPU: caches not flushed (K+V {2 * B * L * hkv * d * _esize(kv_dt) / t.cache_bytes:.1f}x LLC)")
+        kv_bytes = 2 * B * L * hkv * d * _esize(kv_dt)
+        copies = 1 if t.is_cuda else rotation_copies(kv_bytes, t.cache_bytes)
+        cache = (f"L2 flushed before each call (read {2 * t.cache_bytes / 2**20:.0f} MiB)" if t.is_cuda else
+                 f"CPU: K+V {kv_bytes / t.cache_bytes:.2f}x LLC" + (
+                     f", rotated over {copies} copies ({copies * kv_bytes / t.cache_bytes:.1f}x LLC)"
+                     if copies > 1 else ", not cached between calls"))
         common = dict(benchmark=self.name, kernel="decode", device=t.name, cache=cache)
         flush = None
         if t.is_cuda:
@@ -226,28 +246,64 @@ class DecodeBenchmark:
         sdpa_heads = k.shape[1]
         nbytes = K.bytes_moved(lens, hq, sdpa_heads, d, _esize(kv_dt), _esize(q_dt))
         box: dict = {}
+        backends = {"exclude": ()}
+        sdpa_ref = K.reference(q, k_cache, v_cache, seq_lens)
 
         def sdpa():
-            box["o"] = K.sdpa_decode(q, k, v, enable_gqa=gqa)
+            box["o"] = K.sdpa_decode(q, k, v, enable_gqa=gqa, exclude=backends["exclude"])
 
-        try:
+        def check_sdpa() -> Check:
             sdpa()
-            ref = K.reference(q, k_cache, v_cache, seq_lens)
-            chk = checks.compare(box["o"], ref, tol, "float64 explicit-softmax attention")
-        except RuntimeError as e:  # e.g. no SDPA backend for this shape/dtype
-            ref = None
-            chk = Check(passed=False, reference="float64 explicit-softmax attention",
-                        detail=f"SDPA raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        timing = ctx.time(sdpa, before_each=flush) if chk.passed else None
+            return checks.compare(box["o"], sdpa_ref, tol, "float64 explicit-softmax attention")
+
+        fallback = None
+        try:
+            chk = check_sdpa()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as e:  # the backend torch chose refused (seen with cuDNN on some builds): retry
+            first = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            chk = Check(passed=False, reference="float64 explicit-softmax attention", detail=f"SDPA raised {first}")
+            if t.is_cuda:
+                backends["exclude"] = ("CUDNN_ATTENTION",)
+                fallback = f"default SDPA backend raised {first[:160]}; timed without cuDNN"
+                try:
+                    chk = check_sdpa()
+                except RuntimeError as e2:
+                    chk = Check(passed=False, reference="float64 explicit-softmax attention",
+                                detail=f"SDPA raised {first}; without cuDNN: {type(e2).__name__}: "
+                                       f"{str(e2).splitlines()[0] if str(e2) else ''}")
+        timed = sdpa
+        if chk.passed and copies > 1:  # CPU: rotate over copies of the cache (module doc)
+            timed = self._rotated_sdpa(K, q, k_cache, v_cache, L, hq, copies, gqa, box)
+        timing = ctx.time(timed, before_each=flush) if chk.passed else None
         graph = {}
         if chk.passed and t.is_cuda:
             # the graph's output is the tensor SDPA allocated during capture: box["o"] after capture
-            graph = _graph_timing(ctx, sdpa, flush, lambda: checks.poison(box["o"]), ref, tol, nbytes)
-        del ref
+            graph = _graph_timing(ctx, sdpa, flush, lambda: checks.poison(box["o"]), sdpa_ref, tol, nbytes)
         how = "mha" if hq == hkv else ("enable_gqa" if gqa else "repeat_interleave (expanded bytes counted)")
+        extra = {"sdpa_fallback": fallback} if fallback else {}
         out.append(measured(impl="torch_sdpa", params=params, mode=ctx.torch_mode, timing=timing, bytes=nbytes,
-                            flop_count=flops, check=chk, sdpa_heads=how, **graph, **common))
+                            flop_count=flops, check=chk, sdpa_heads=how, **graph, **extra, **common))
         return out
+
+    @staticmethod
+    def _rotated_sdpa(K, q, k_cache, v_cache, L, hq, copies, gqa, box):
+        """SDPA over ``copies`` distinct copies of the cache in turn (one pool, views per copy)."""
+        pool_k = k_cache.unsqueeze(0).expand(copies, *k_cache.shape).clone()
+        pool_v = v_cache.unsqueeze(0).expand(copies, *v_cache.shape).clone()
+        views = []
+        for i in range(copies):
+            kk, vv, _ = K.sdpa_inputs(pool_k[i], pool_v[i], hq, allow_gqa=gqa)
+            views.append((kk, vv))
+        state = {"i": 0}
+
+        def run():
+            kk, vv = views[state["i"]]
+            state["i"] = (state["i"] + 1) % copies
+            box["o"] = K.sdpa_decode(q, kk, vv, enable_gqa=gqa)
+
+        return run
 
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
         return decode_curve(measurements, device)
@@ -285,8 +341,11 @@ class DecodeBenchmark:
         vc = checks.random_tensor(shape, torch.float32, dev, gen).to(kv_dt)
         ref = K.reference(q, kc, vc, seq_lens, bt, k_scale=k_scale, v_scale=v_scale)
         tol = checks.tolerance(q_dt)
-        # the interpreter runs the multi-split path only (slow); a GPU also runs its own split plan
-        plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS)] + ([{}] if on_gpu else [])
+        # the interpreter runs the multi-split path only (slow); a GPU runs it with every autotune config (fixed
+        # launches, no tuning: each compiled variant checked on odd lengths) and its own split plan once
+        plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS)]
+        if on_gpu:
+            plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS, config=c) for c in K.CONFIGS] + [dict(config=K.CONFIGS[0])]
         result = None
         for kw in plans:
             o = checks.poison(torch.empty_like(q))

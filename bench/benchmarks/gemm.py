@@ -2,7 +2,8 @@
 
 C = A @ B with A (M, K) row-major and B (K, N) the transpose of an nn.Linear weight (N, K) — the layout of
 LLM inference. Kernels (``kernels/gemm.py``): ``torch.matmul`` (cuBLAS on GPU, the CPU BLAS on CPU), fp8
-e4m3 through ``torch._scaled_mm`` (per-tensor scales, bf16 output), and a tiled Triton kernel.
+e4m3 through ``torch._scaled_mm`` (per-tensor scales, bf16 output), and a tiled Triton kernel (on sm_90+ its
+operand tiles come through TMA descriptors; fp8 there too, with the same per-tensor scales).
 
 Dtypes (profile names): "float32" (true fp32: cuBLAS TF32 switched off around our calls), "tf32" (fp32
 tensors, TF32 tensor cores), "bfloat16", "float16", "float8_e4m3fn". A dtype the device cannot run is
@@ -12,8 +13,11 @@ Families of points (each point = one dtype and one (M, N, K)):
 * ``square``: M = N = K across sizes, so the curve shows where the matrix units fill up;
 * ``llm``: M = batch tokens (1 … 8192) × the (N, K) of real layers (a 7/8B model's attention and MLP
   projections, a 70B model's MLP), so the roofline model can look up efficiency at small batch;
-* ``mamf``: the maximum-achievable-matmul-FLOP/s search: a grid of large M, N, K with the library path;
-* ``edge``: small odd shapes for the Triton kernel's edge masks; correctness only (the interpreter on CPU).
+* ``mamf``: the maximum-achievable-matmul-FLOP/s search: a grid of large M, N, K with the library path (the
+  default, quick sweep searches bf16 and fp8, the dtypes whose peaks the verdict reads, and measures the
+  others at mamf-finder's best H100 shape; ``--full`` searches every dtype);
+* ``edge``: small odd shapes for the Triton kernel's edge masks (and, K a multiple of 16, its TMA variant's
+  out-of-bounds tiles); correctness only (the interpreter on CPU).
 
 Accounting (stated once, here): FLOPs = 2·M·N·K (one multiply and one add per term). Bytes = A and B read
 once plus C written once (M·K + K·N + M·N elements at their sizes): the least any kernel must move, so
@@ -22,9 +26,10 @@ FLOPs / bytes is the shape's arithmetic intensity.
 Method: inputs are random normal (never zeros: tensor cores draw less power on zeros), scaled by K^-1/4 so
 C is O(1) whatever K; each kernel's output is poisoned, computed once and compared with a float64 reference
 (fp8: float64 of the dequantised fp8 inputs) by relative Frobenius error before anything is timed. On GPU
-the L2 is flushed before every timed repetition (``L2Flusher``); on CPU, inputs smaller than 2× the
-last-level cache are rotated among copies that together exceed it. Triton under the interpreter is checked,
-never timed.
+the L2 is flushed before every timed repetition (``L2Flusher``, a read of 2× L2) and short repetitions are
+primed (``time_fn(prime=True)``: the events time the kernel, not the host's launch); on CPU, inputs smaller
+than 2× the last-level cache are rotated among copies that together exceed it. Triton under the interpreter
+is checked, never timed.
 
 Peak per dtype = the best median FLOP/s over every timed point of that dtype (all families, all impls), with
 the shape and kernel that reached it; the curve gives each point's efficiency relative to that peak.
@@ -41,7 +46,7 @@ from bench.registry import RunContext
 from bench.timing import L2Flusher
 
 DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
-TRITON_DTYPES = ("float32", "tf32", "bfloat16", "float16")
+TRITON_DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
 CPU_DTYPES = ("float32", "bfloat16", "float16")  # what the CPU BLAS runs (no TF32, no fp8)
 LLM_BATCH = (1, 8, 32, 128, 512, 2048, 8192)
 # (N, K) of real layers (C = X @ Wᵀ with W of shape (N, K)) and what they are.
@@ -51,9 +56,12 @@ LLM_LAYERS = {
     (4096, 14336): "Llama-3-8B MLP down",
     (8192, 28672): "Llama-3-70B MLP down",
 }
-EDGE_SHAPES = ((67, 45, 93), (1, 70, 64), (33, 130, 17))
-# Fixed Triton config for edge shapes on GPU: correctness of the masks without an autotune per odd shape.
+# (M, N, K): odd M, N, K for the pointer kernel's masks; the last has K a multiple of 16 (TMA's 16-byte rows
+# for every dtype, fp8 included), so on sm_90+ it checks the TMA variant's zero-filled edge tiles.
+EDGE_SHAPES = ((67, 45, 93), (1, 70, 64), (33, 130, 17), (67, 45, 208))
+# Fixed Triton configs for edge shapes on GPU: correctness of the masks without an autotune per odd shape.
 EDGE_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 4, "num_warps": 4, "num_stages": 3}
+EDGE_CONFIG_FP8 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 4, "num_warps": 4, "num_stages": 3}
 MAMF_H100_BEST = (6144, 17920, 2816)  # mamf-finder's best bf16 shape on H100: always part of the GPU search
 FP32_EPS = 2.0**-23
 MAX_ROTATION_SETS = 64
@@ -111,7 +119,11 @@ def torch_support(dtype: str, target) -> tuple[bool, str]:
 
 def triton_support(dtype: str, target) -> tuple[bool, str]:
     if dtype == "float8_e4m3fn":
-        return False, "no Triton fp8 kernel in rooflab: fp8 is measured through torch._scaled_mm"
+        if not target.is_cuda:
+            return False, "the Triton fp8 kernel needs a CUDA GPU with TMA (sm_90+)"
+        if _cap(target) < (9, 0):
+            return False, "the Triton fp8 kernel uses TMA and fp8 wgmma: compute capability >= 9.0"
+        return target.supports_fp8()
     if target.is_cuda and dtype in ("tf32", "bfloat16") and _cap(target) < (8, 0):
         return False, f"Triton {dtype} dot needs compute capability >= 8.0"
     return True, ""
@@ -129,6 +141,10 @@ def _library(dtype: str, on_gpu: bool) -> str:
     if dtype == "tf32":
         return "cuBLAS TF32 (torch.matmul, allow_tf32)"
     return "cuBLAS (torch.matmul)"
+
+
+def _flush_note(t) -> str:
+    return f"L2 flushed before each rep (read {2 * t.cache_bytes / 2**20:.0f} MiB)"
 
 
 def _footprint(M: int, N: int, K: int, dtype: str) -> int:
@@ -160,7 +176,8 @@ class GemmBenchmark:
                 add("square", dt, squares[0], squares[0], squares[0], "torch,triton" if both else "torch")
 
         # Squares. Triton is timed on GPU only (on CPU the interpreter checks it on the edge shapes).
-        tri_square = ("bfloat16",) if quick else TRITON_DTYPES
+        tri_square = ("bfloat16", "float8_e4m3fn") if quick else TRITON_DTYPES
+        tri_ok = {dt: triton_support(dt, t)[0] for dt in TRITON_DTYPES}
         for dt in DTYPES if gpu else CPU_DTYPES:
             if not torch_ok[dt]:
                 continue
@@ -168,7 +185,7 @@ class GemmBenchmark:
             if not gpu and dt != "float32":  # the CPU's 16-bit BLAS is slower: fewer, smaller sizes
                 sizes = (1024,) if quick else [s for s in squares if s <= 2048]
             for s in sizes:
-                add("square", dt, s, s, s, "torch,triton" if gpu and dt in tri_square else "torch")
+                add("square", dt, s, s, s, "torch,triton" if gpu and dt in tri_square and tri_ok[dt] else "torch")
 
         # LLM shapes (batch tokens x real layers) and the MAMF search, library path (+ Triton bf16 in full).
         if gpu:
@@ -190,18 +207,23 @@ class GemmBenchmark:
             for (M, N, K) in self._mamf_shapes(gpu, quick, dt):
                 add("mamf", dt, M, N, K, "torch")
 
-        # Edge shapes for the Triton kernel's masks: every Triton dtype, correctness only.
-        edge = EDGE_SHAPES if (not gpu or not quick) else EDGE_SHAPES[:1]
+        # Edge shapes for the Triton kernel's masks: every Triton dtype, correctness only (GPU quick: one odd
+        # shape for the pointer kernel and the TMA one). fp8 needs K % 16 == 0 (TMA rows of 16 bytes).
+        edge = EDGE_SHAPES if (not gpu or not quick) else (EDGE_SHAPES[0], EDGE_SHAPES[-1])
         for dt in TRITON_DTYPES:
-            if not triton_support(dt, t)[0]:
+            if not tri_ok[dt]:
                 continue
             for (M, N, K) in edge:
+                if dt == "float8_e4m3fn" and K % 16:
+                    continue
                 add("edge", dt, M, N, K, "triton")
         return pts
 
     @staticmethod
     def _mamf_shapes(gpu: bool, quick: bool, dtype: str) -> list[tuple[int, int, int]]:
         if gpu:
+            if quick and dtype not in ("bfloat16", "float8_e4m3fn"):  # their squares give these peaks
+                return [MAMF_H100_BEST]
             if quick or dtype == "float32":  # true fp32 is ~15x slower: its grid stays small
                 grid = [(m, n, k) for m in (4096, 8192) for n in (8192, 16384) for k in (4096, 8192)]
             else:
@@ -286,7 +308,7 @@ class GemmBenchmark:
         a, b = data["a"], data["b"]
         first = (a, b, out0)
         if t.is_cuda:
-            return [first], f"flush L2 before each rep ({2 * t.cache_bytes / 2**20:.0f} MiB written)"
+            return [first], _flush_note(t)
         set_bytes = sum(x.numel() * x.element_size() for x in first)
         if set_bytes >= 2 * t.cache_bytes:
             return [first], f"inputs {set_bytes / t.cache_bytes:.1f}x LLC: not cached between reps"
@@ -305,19 +327,27 @@ class GemmBenchmark:
         extra: dict = {}
         mode = t.backend if impl == "torch" else t.triton_mode
 
-        if dt == "float8_e4m3fn":  # torch path only (triton_support refuses fp8)
+        if dt == "float8_e4m3fn":  # cuBLASLt through torch._scaled_mm, or the Triton TMA kernel (sm_90+)
             a, b, sa, sb = data["a"], data["b"], data["scale_a"], data["scale_b"]
             box: dict = {}
-            run = lambda: box.__setitem__("c", Kg.scaled_mm_fp8(a, b, sa, sb))  # noqa: E731
+            if impl == "torch":
+                run = lambda: box.__setitem__("c", Kg.scaled_mm_fp8(a, b, sa, sb))  # noqa: E731
+                library = _library(dt, t.is_cuda)
+            else:
+                box["c"] = checks.poison(torch.empty(ref.shape, dtype=torch.bfloat16, device=t.torch_device))
+                run = lambda: Kg.triton_matmul_fp8(a, b, sa, sb, box["c"])  # noqa: E731
+                library = "Triton (TMA + fp8 wgmma, autotuned, per-tensor scales, bf16 out)"
             run()
             chk = checks.compare_chunked(box["c"], ref_chunk, tol, "float64 of the dequantised fp8 inputs")
             timing, cache = None, None
             if chk.passed:
+                if impl == "triton":
+                    extra["config"] = Kg.triton_best_config(a.dtype)
                 flusher = L2Flusher(t)
-                cache = f"flush L2 before each rep ({2 * t.cache_bytes / 2**20:.0f} MiB written)"
-                timing = ctx.time(run, before_each=flusher)
+                cache = _flush_note(t)
+                timing = ctx.time(run, before_each=flusher, prime=True)
             return measured(impl=impl, params=params, mode=mode, timing=timing, flop_count=flops, bytes=nbytes,
-                            check=chk, cache=cache, library=_library(dt, t.is_cuda), **common)
+                            check=chk, cache=cache, library=library, **extra, **common)
 
         tf32 = dt == "tf32"
         c0 = checks.poison(torch.empty(ref.shape, dtype=data["a"].dtype, device=t.torch_device))
@@ -326,7 +356,8 @@ class GemmBenchmark:
             library = _library(dt, t.is_cuda)
         else:
             call = lambda a, b, c: Kg.triton_matmul(a, b, c, tf32=tf32)  # noqa: E731
-            library = "Triton (tiled, autotuned)"
+            tma = Kg.variant(data["a"], data["b"], tf32) == "tma"
+            library = "Triton (TMA + wgmma, autotuned)" if tma else "Triton (tiled, autotuned)"
         # TF32 on only for the "tf32" dtype, off for true fp32; restored after our calls
         with Kg.cuda_tf32(tf32):
             call(data["a"], data["b"], c0)
@@ -334,11 +365,11 @@ class GemmBenchmark:
             timing, cache = None, None
             if chk.passed:
                 if impl == "triton":
-                    extra["config"] = Kg.triton_best_config(data["a"].dtype, tf32)
+                    extra["config"] = Kg.triton_best_config(data["a"].dtype, tf32, tma=tma)
                 sets, cache = self._rotation(ctx, data, c0)
                 if t.is_cuda:
                     flusher = L2Flusher(t)
-                    timing = ctx.time(lambda: call(*sets[0]), before_each=flusher)
+                    timing = ctx.time(lambda: call(*sets[0]), before_each=flusher, prime=True)
                 elif len(sets) == 1:
                     timing = ctx.time(lambda: call(*sets[0]))
                 else:
@@ -361,16 +392,27 @@ class GemmBenchmark:
         dt = params["dtype"]
         M, N, K = params["M"], params["N"], params["K"]
         gen = checks.generator(t.torch_device, ctx.seed_for(point))
-        tdt = _torch_dtype(dt)
-        a = checks.random_tensor((M, K), tdt, t.torch_device, gen, scale=K ** -0.25)
-        w = checks.random_tensor((N, K), tdt, t.torch_device, gen, scale=K ** -0.25)
-        ref = Kg.reference(a, w.t())
-        c = checks.poison(torch.empty((M, N), dtype=tdt, device=t.torch_device))
-        Kg.triton_matmul(a, w.t(), c, tf32=dt == "tf32", config=EDGE_CONFIG if t.is_cuda else None)
-        chk = checks.compare(c, ref, tolerance(dt, K), "float64 matmul of the same inputs")
-        cfg = Kg.INTERP_CONFIG if t.triton_interpreted else EDGE_CONFIG
+        if dt == "float8_e4m3fn":
+            a, sa = Kg.quantize_fp8(checks.random_tensor((M, K), torch.float32, t.torch_device, gen))
+            w, sb = Kg.quantize_fp8(checks.random_tensor((N, K), torch.float32, t.torch_device, gen))
+            ref = torch.matmul(a.double() * sa.double(), w.t().double() * sb.double())
+            c = checks.poison(torch.empty((M, N), dtype=torch.bfloat16, device=t.torch_device))
+            cfg = EDGE_CONFIG_FP8 if t.is_cuda else Kg.INTERP_CONFIG
+            Kg.triton_matmul_fp8(a, w.t(), sa, sb, c, config=cfg if t.is_cuda else None)
+            chk = checks.compare(c, ref, tolerance(dt, K), "float64 of the dequantised fp8 inputs")
+            kernel = "TMA"
+        else:
+            tdt = _torch_dtype(dt)
+            a = checks.random_tensor((M, K), tdt, t.torch_device, gen, scale=K ** -0.25)
+            w = checks.random_tensor((N, K), tdt, t.torch_device, gen, scale=K ** -0.25)
+            ref = Kg.reference(a, w.t())
+            c = checks.poison(torch.empty((M, N), dtype=tdt, device=t.torch_device))
+            Kg.triton_matmul(a, w.t(), c, tf32=dt == "tf32", config=EDGE_CONFIG if t.is_cuda else None)
+            chk = checks.compare(c, ref, tolerance(dt, K), "float64 matmul of the same inputs")
+            cfg = Kg.INTERP_CONFIG if t.triton_interpreted else EDGE_CONFIG
+            kernel = "TMA" if Kg.variant(a, w.t(), dt == "tf32") == "tma" else "pointer loads"
         return measured(impl="triton", params=params, mode=t.triton_mode, timing=None, check=chk,
-                        flop_count=flop_count(M, N, K), library="Triton (tiled)",
+                        flop_count=flop_count(M, N, K), library=f"Triton (tiled, {kernel})",
                         config=" ".join(f"{k}={v}" for k, v in cfg.items()), **common)
 
     # -- profile contribution ----------------------------------------------------------------------------
