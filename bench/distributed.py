@@ -285,6 +285,10 @@ def _spawn(d: Path, n: int, target: Target, port: int, init_timeout_s: float,
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
         if "GLOO_SOCKET_IFNAME" not in base and os.path.exists("/sys/class/net/lo"):
             base["GLOO_SOCKET_IFNAME"] = "lo"  # every rank is on this machine: talk over loopback
+    elif "NCCL_SOCKET_IFNAME" not in base and os.path.exists("/sys/class/net/lo"):
+        # NCCL's bootstrap (and its socket fallback) would pick the first non-loopback interface, which in a VM
+        # may be one that leads nowhere; spawned ranks share this machine (data moves over NVLink/PCIe/shm)
+        base["NCCL_SOCKET_IFNAME"] = "lo"
     base.pop("TORCHELASTIC_RUN_ID", None)
     base.update(extra_env or {})
     procs: list[subprocess.Popen] = []

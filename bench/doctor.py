@@ -124,7 +124,8 @@ PERF_FAIL_BELOW, PERF_WARN_BELOW = 0.85, 0.95
 # Power limit: DCGM runs each SKU at its board power (700 W SXM, 350 W PCIe, 400 W NVL); a limit lowered
 # below the default caps sustained GEMM (anchors.md: "a lowered power limit"). FAIL < 90%, WARN < 98%.
 POWER_FAIL_BELOW, POWER_WARN_BELOW = 0.90, 0.98
-# Clocks under a memory-bound load (which stays under the power cap): nvbench counts a GPU as throttled
+# Clocks under a memory-bound load (which stays under the power cap), over the probe's samples taken under load
+# (telemetry.under_load: the window's idle start and end park the clocks low): nvbench counts a GPU as throttled
 # below 75% of its peak clock; WARN below 90%. HBM clocks do not boost: anything below max is a slower
 # memory P-state: FAIL < 90%, WARN < 98%. A max SM clock under 95% of the SKU's boost clock is a capped card.
 SM_CLOCK_FAIL_BELOW, SM_CLOCK_WARN_BELOW = 0.75, 0.90
@@ -160,16 +161,9 @@ IDLE_USED_WARN_BYTES, IDLE_USED_FAIL_BYTES = 15 * 2**20, 2**30
 # within 5% above; DCGM requires at least a Gen3 x16 link.
 PCIE_FAIL_FRACTION, PCIE_WARN_MARGIN = 0.76, 1.05
 PCIE_MIN_GEN = 3
-# bytes per second per lane after line encoding (PCI Express Base Specification: Gen1-2 8b/10b,
-# Gen3-5 128b/130b, Gen6 FLIT 242/256), per direction
-PCIE_LANE_Bps = {1: 0.25e9, 2: 0.5e9, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8, 5: 32e9 * 128 / 130 / 8,
-                 6: 64e9 * 242 / 256 / 8}
-
-
-def pcie_link_Bps(gen: int | None, width: int | None) -> float | None:
-    if not gen or not width or int(gen) not in PCIE_LANE_Bps:
-        return None
-    return PCIE_LANE_Bps[int(gen)] * int(width)
+# the per-direction line rate of a PCIe link: the one table lives in bench.telemetry (transfer uses it too)
+PCIE_LANE_Bps = tel.PCIE_LANE_Bps
+pcie_link_Bps = tel.pcie_rate_Bps
 
 
 # ---- expected numbers for a SKU ------------------------------------------------------------------------
@@ -478,36 +472,49 @@ def _probe_t(f: Findings, name: str) -> TelemetrySummary | None:
     return p.telemetry if p and not p.error and p.telemetry and p.telemetry.status == "ok" else None
 
 
+def _busy_clocks(t: TelemetrySummary) -> tuple[Any, Any]:
+    """(SM, memory) clock stats over the samples taken under load. A probe's window opens and closes on an
+    idle GPU, whose clocks are parked low: those samples say nothing about clocks under load. Summaries made
+    before the busy stats existed fall back to every sample."""
+    if t.busy_samples is None:
+        return t.sm_clock_Hz, t.mem_clock_Hz
+    return t.sm_clock_busy_Hz, t.mem_clock_busy_Hz
+
+
 def check_clocks(f: Findings, exp: Expected) -> Verdict:
     t = _probe_t(f, "hbm")
     ident = f.identity
     sm_max, mem_max = ident.get("sm_clock_max_Hz"), ident.get("mem_clock_max_Hz")
-    if t is None or (t.sm_clock_Hz is None and t.mem_clock_Hz is None):
-        return _v("clocks", "SKIP", "", "", "no clock readings under load")
+    sm, mem = _busy_clocks(t) if t is not None else (None, None)
+    if sm is None and mem is None:
+        why = ("no sample of the HBM probe was taken under load" if t is not None and t.busy_samples == 0
+               and (t.sm_clock_Hz or t.mem_clock_Hz) else "no clock readings under load")
+        return _v("clocks", "SKIP", "", "", why)
     res: list[tuple[CheckStatus, str]] = []
     parts = []
-    if t.sm_clock_Hz and sm_max:
-        r = t.sm_clock_Hz.median / sm_max
-        parts.append(f"SM {_ghz(t.sm_clock_Hz.median)} ({r:.0%} of max)")
-        st = _band(t.sm_clock_Hz.median, sm_max, SM_CLOCK_FAIL_BELOW, SM_CLOCK_WARN_BELOW)
+    if sm and sm_max:
+        r = sm.median / sm_max
+        parts.append(f"SM {_ghz(sm.median)} ({r:.0%} of max)")
+        st = _band(sm.median, sm_max, SM_CLOCK_FAIL_BELOW, SM_CLOCK_WARN_BELOW)
         if st != "PASS":
-            res.append((st, f"SM clock {_ghz(t.sm_clock_Hz.median)} under a memory-bound load is {r:.0%} of its "
+            res.append((st, f"SM clock {_ghz(sm.median)} under a memory-bound load is {r:.0%} of its "
                             f"max {_ghz(sm_max)}"))
-    if t.mem_clock_Hz and mem_max:
-        r = t.mem_clock_Hz.median / mem_max
-        parts.append(f"memory {_ghz(t.mem_clock_Hz.median)} ({r:.0%})")
-        st = _band(t.mem_clock_Hz.median, mem_max, MEM_CLOCK_FAIL_BELOW, MEM_CLOCK_WARN_BELOW)
+    if mem and mem_max:
+        r = mem.median / mem_max
+        parts.append(f"memory {_ghz(mem.median)} ({r:.0%})")
+        st = _band(mem.median, mem_max, MEM_CLOCK_FAIL_BELOW, MEM_CLOCK_WARN_BELOW)
         if st != "PASS":
-            res.append((st, f"memory clock {_ghz(t.mem_clock_Hz.median)} is {r:.0%} of its max {_ghz(mem_max)}: "
+            res.append((st, f"memory clock {_ghz(mem.median)} is {r:.0%} of its max {_ghz(mem_max)}: "
                             "HBM is in a slower state"))
     spec_boost = exp.spec.boost_clock_Hz if exp.spec else None
     if sm_max and spec_boost and sm_max < MAX_CLOCK_WARN_BELOW * spec_boost:
         res.append(("WARN", f"max SM clock {_ghz(sm_max)} is below an {exp.sku}'s {_ghz(spec_boost)} boost"))
     g = _probe_t(f, "matmul")
+    g_sm = _busy_clocks(g)[0] if g is not None else None
     tail = ""
-    if g and g.sm_clock_Hz:
-        tail = f"; under GEMM the SM clock ran at {_ghz(g.sm_clock_Hz.median)}"
-        if g.clocks_event_share.get("sw_power_cap") and sm_max and g.sm_clock_Hz.median < 0.97 * sm_max:
+    if g_sm:
+        tail = f"; under GEMM the SM clock ran at {_ghz(g_sm.median)}"
+        if g.clocks_event_share.get("sw_power_cap") and sm_max and g_sm.median < 0.97 * sm_max:
             tail += " (held by the power limit, as sustained GEMM is)"
     expected = (f"SM ≥ {SM_CLOCK_WARN_BELOW:.0%} and memory ≥ {MEM_CLOCK_WARN_BELOW:.0%} of max under load")
     if res:
@@ -673,7 +680,20 @@ def check_xid(f: Findings) -> Verdict:
     return _v("xid", "PASS", measured, expected, "no XID event while rooflab ran (earlier ones are in dmesg)")
 
 
+def _copied_Bps(f: Findings) -> float | None:
+    """The slower direction of the host↔device probe's copies, when they ran and were correct."""
+    p = f.probes.get("pcie")
+    if p is None or p.error or not p.passed:
+        return None
+    rates = [x for x in (p.values.get("h2d_Bps"), p.values.get("d2h_Bps")) if isinstance(x, (int, float)) and x > 0]
+    return min(rates) if rates else None
+
+
 def check_pcie_link(f: Findings) -> Verdict:
+    """The link in use against the best this card and host support. Read under load (the host↔device probe):
+    an idle link trains down to Gen1 to save power, which is no fault. The copies themselves are evidence too:
+    a link cannot carry more than its line rate, so copies faster than the reported link disprove the reading
+    (a VM's virtual port can report one)."""
     ident = f.identity
     mg, gpu_mg, mw = ident.get("pcie_max_gen"), ident.get("pcie_gpu_max_gen"), ident.get("pcie_max_width")
     t = _probe_t(f, "pcie")
@@ -686,17 +706,48 @@ def check_pcie_link(f: Findings) -> Verdict:
     card = f"Gen{gpu_mg or mg or '?'} x{mw or '?'}"
     measured = f"PCIe Gen{gen} x{width} {when}"
     expected = f"Gen{mg or '?'} x{mw or '?'}"
-    res: list[tuple[CheckStatus, str]] = []
-    degrade: CheckStatus = "FAIL" if when == "under load" else "WARN"  # an idle link runs slower on purpose
-    if mw and width < mw:
-        res.append(("FAIL", f"PCIe Gen{gen} x{width} {when}, card supports {card}: lanes are missing"))
-    if mg and gen < mg:
-        res.append((degrade, f"PCIe Gen{gen} x{width} {when}, card supports {card}"
-                             + ("" if when == "under load" else " (the link slows down when idle)")))
-    if gen < PCIE_MIN_GEN or width < 16:
-        res.append(("FAIL", f"below DCGM's minimum of Gen{PCIE_MIN_GEN} x16"))
+    moved = _copied_Bps(f)
+    shown, best = pcie_link_Bps(gen, width), pcie_link_Bps(mg, mw)
+    healthy = PCIE_FAIL_FRACTION * PCIE_WARN_MARGIN * best if best else None
+    slot: list[tuple[CheckStatus, str]] = []
     if mg and gpu_mg and mg < gpu_mg:
-        res.append(("WARN", f"the host's slot runs Gen{mg}; the card supports Gen{gpu_mg}"))
+        slot.append(("WARN", f"the host's slot runs Gen{mg}; the card supports Gen{gpu_mg}"))
+    degraded = bool((mw and width < mw) or (mg and gen < mg) or gen < PCIE_MIN_GEN or width < 16)
+    if when == "under load" and degraded and moved and shown and moved > shown:
+        note = (f"NVML reports PCIe Gen{gen} x{width} {when}, but the copies moved {_rate(moved, 'B/s')}, more than "
+                f"such a link carries ({_rate(shown, 'B/s')}): the reading is not the link's (a VM's virtual port "
+                "can report one); the copy rate itself is judged by host_device_bandwidth")
+        res = slot + [("PASS", note)]
+        return _v("pcie_link", _worst(*(s for s, _ in res)), measured, expected, "; ".join(r for _, r in res),
+                  copied_Bps=moved)
+    res: list[tuple[CheckStatus, str]] = []
+    if when == "under load":
+        if mw and width < mw:
+            res.append(("FAIL", f"PCIe Gen{gen} x{width} under load, card supports {card}: lanes are missing"))
+        if mg and gen < mg:
+            res.append(("FAIL", f"PCIe Gen{gen} x{width} under load, card supports {card}"))
+        if gen < PCIE_MIN_GEN or width < 16:
+            res.append(("FAIL", f"below DCGM's minimum of Gen{PCIE_MIN_GEN} x16"))
+    else:  # only an idle reading: a lower generation is power saving; fewer lanes, or slow copies, are not
+        good = bool(moved and healthy and moved >= healthy)  # the copies ran at a healthy rate for the full link
+        if (mw and width < mw) or width < 16:
+            if good:
+                res.append(("PASS", f"x{width} at idle, but the copies reached {_rate(moved, 'B/s')}, a healthy "
+                                    f"{expected} rate"))
+            else:
+                res.append(("WARN", f"PCIe Gen{gen} x{width} at idle, card supports {card}: lanes may be missing "
+                                    "(the link could not be read under load)"))
+        if mg and gen < mg:
+            if good:
+                res.append(("PASS", f"Gen{gen} at idle is power saving: the copies reached {_rate(moved, 'B/s')}, "
+                                    f"a healthy {expected} rate"))
+            elif moved and healthy:
+                res.append(("WARN", f"the link runs Gen{gen} at idle and the copies reached only "
+                                    f"{_rate(moved, 'B/s')}; it could not be read under load"))
+            else:
+                res.append(("SKIP", f"the link runs Gen{gen} at idle (power saving) and could not be read under "
+                                    "load or checked by copies"))
+    res += slot
     if res:
         return _v("pcie_link", _worst(*(s for s, _ in res)), measured, expected,
                   "; ".join(dict.fromkeys(r for _, r in res)))
@@ -709,7 +760,9 @@ def check_host_device(f: Findings, exp: Expected) -> Verdict:
     if v is not None:
         return v
     h2d, d2h = p.values.get("h2d_Bps"), p.values.get("d2h_Bps")
-    worst = min(x for x in (h2d, d2h) if x)
+    worst = _copied_Bps(f)
+    if worst is None:
+        return _v("host_device_bandwidth", "SKIP", "", "", "the host↔device probe gave no rate")
     ident = f.identity
     gen, width = ident.get("pcie_max_gen"), ident.get("pcie_max_width")
     link = pcie_link_Bps(gen, width)
@@ -925,6 +978,21 @@ def _run_probe(name: str, fn: ProbeFn, target: Any, quick: bool, dev: tel.NvmlDe
     return res
 
 
+def _prime(target: Any) -> None:
+    """Start what the probes need before the first is sampled: the CUDA context, cuBLAS, the Triton import
+    behind kernels/. Otherwise a second or more of the HBM probe's window is start-up on an idle GPU."""
+    try:
+        import torch
+
+        import kernels.hbm  # noqa: F401 - imports triton
+
+        a = torch.ones((256, 256), dtype=torch.bfloat16, device=target.torch_device)
+        torch.mm(a, a)
+        target.synchronize()
+    except Exception:  # noqa: BLE001 - a GPU that cannot do this fails the probes, which say why
+        pass
+
+
 def _empty_cuda_cache() -> None:
     try:
         import torch
@@ -969,6 +1037,8 @@ def diagnose(target: Any, *, quick: bool = False, expect: str | None = None,
         idle_t = tel.summarize([f.idle], f.identity, f.health_start, unsupported=dict(dev.unsupported))
     else:
         f.identity = {"name": target.name}
+    if probes is None:
+        _prime(target)
     for name, fn in (probes if probes is not None else PROBES).items():
         f.probes[name] = _run_probe(name, fn, target, quick, dev, f.nvml_reason, interval_s)
         if probes is None:

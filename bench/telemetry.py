@@ -8,7 +8,8 @@ limits; it samples what the card does while each point runs and records it next 
   (throttle) reasons, memory used, the PCIe link in use, and every ~0.5 s the processes on the GPU.
   ``sampler.stamp(records)`` attaches its :class:`TelemetrySummary` (min / median / max of each quantity,
   the share of samples with each clocks-event reason, the card's limits, ECC / row-remap counters read at
-  the end) to each Measurement's ``telemetry`` dict.
+  the end; the clocks again over the samples taken under load, ``under_load``) to each Measurement's
+  ``telemetry`` dict.
 * ``run_summary(records, peaks)`` → :class:`RunTelemetry` for the profile, built from the records alone
   (so a profile rebuilt from ``measurements.jsonl`` has it too): run-wide ranges, the points measured while
   throttling, ECC counters at the start and end, and the conditions each peak was measured under.
@@ -59,6 +60,7 @@ CLOCKS_EVENT_REASONS: dict[int, str] = {
     0x200: "board_limit",
     0x400: "reliability",
 }
+_REASON_IDLE = 0x1
 # Reasons that hold the clocks below what the workload asks for. Idle, application-clock and sync-boost
 # settings, and display clocks describe a setting or a quiet GPU, not a limit hit while working.
 LIMITING_REASONS: tuple[str, ...] = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
@@ -69,6 +71,29 @@ THROTTLE_SHARE = 0.10
 
 DEFAULT_INTERVAL_S = 0.05  # 20 Hz: NVML's power and clock readings update about this often
 PROCESSES_EVERY = 10  # listing processes costs two NVML calls and an allocation: every 10th sample
+# A sample counts as "under load" unless the GPU says it is idle (clocks-event bit 0x1) or, where the reasons
+# cannot be read, its utilisation is below this: clocks judged under load must not include idle samples.
+BUSY_UTIL_PCT = 50.0
+
+# ---- the PCIe link's line rate (the one table: bench/doctor.py and bench/benchmarks/transfer.py use it) -------
+# Bytes per second per lane and direction after line encoding, by PCIe generation (PCI Express Base
+# Specification 1.0–6.0): Gen1/2 2.5 / 5 GT/s with 8b/10b; Gen3/4/5 8 / 16 / 32 GT/s with 128b/130b; Gen6
+# 64 GT/s with 242/256 FLIT efficiency. Line rates: packet headers cost a further ~10–20%.
+PCIE_LANE_Bps: dict[int, float] = {1: 0.25e9, 2: 0.5e9, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8,
+                                   5: 32e9 * 128 / 130 / 8, 6: 64e9 * 242 / 256 / 8}
+PCIE_SOURCE = ("PCI Express Base Specification: per-lane rate x width, after line encoding "
+               "(Gen3-5 128b/130b, Gen6 FLIT 242/256), per direction")
+
+
+def pcie_rate_Bps(generation: Any, width: Any) -> float | None:
+    """Theoretical per-direction rate of a PCIe link (generation × width), or None when either is unknown."""
+    try:
+        gen, lanes = int(generation or 0), int(width or 0)
+    except (TypeError, ValueError):
+        return None
+    if gen not in PCIE_LANE_Bps or lanes <= 0:
+        return None
+    return PCIE_LANE_Bps[gen] * lanes
 
 
 def decode_reasons(mask: int) -> list[str]:
@@ -126,6 +151,11 @@ class TelemetrySummary(_Model):
     sm_clock_max_Hz: float | None = None
     mem_clock_Hz: Stat | None = None
     mem_clock_max_Hz: float | None = None
+    # the same over the samples taken under load (see BUSY_UTIL_PCT): a window starts and ends idle, and an idle
+    # GPU parks its clocks, so a verdict on clocks reads these
+    busy_samples: int | None = None
+    sm_clock_busy_Hz: Stat | None = None
+    mem_clock_busy_Hz: Stat | None = None
     power_W: Stat | None = None
     power_limit_W: float | None = None  # enforced now
     power_default_limit_W: float | None = None  # the board's default
@@ -310,6 +340,14 @@ class NvmlDevice:
         out["temp_mem_max_C"] = self._num("temp_mem_max",
                                           ("nvmlDeviceGetTemperatureThreshold", _TEMP_THRESHOLD_MEM_MAX))
         return out
+
+    def pcie_link(self) -> dict[str, int | None]:
+        """The PCIe link alone (four cheap calls, for a caller that reads it often): the best generation and
+        width this GPU and host support together, and those in use now (an idle link trains down)."""
+        return {"pcie_max_gen": self._int("pcie_max_gen", ("nvmlDeviceGetMaxPcieLinkGeneration",)),
+                "pcie_max_width": self._int("pcie_max_width", ("nvmlDeviceGetMaxPcieLinkWidth",)),
+                "pcie_gen": self._int("pcie_gen", ("nvmlDeviceGetCurrPcieLinkGeneration",)),
+                "pcie_width": self._int("pcie_width", ("nvmlDeviceGetCurrPcieLinkWidth",))}
 
     def _int(self, field: str, *attempts: tuple) -> int | None:
         v = self._num(field, *attempts)
@@ -637,8 +675,10 @@ class Sampler:
         # NVML calls do not hang in practice; if one does, the daemon thread is left behind, never waited on
         self._thread.join(timeout=max(2.0, 10 * self.interval_s))
         self._t1 = time.monotonic()
-        if not self._thread.is_alive():
-            self._take()  # the state at the very end of the window
+        if self._thread.is_alive():  # an NVML call hangs (a GPU fallen off the bus): more calls would hang too
+            self.device.errors["sample"] = "an NVML call did not return; sampling abandoned"
+            return self
+        self._take()  # the state at the very end of the window
         try:
             self.health = self.device.health()
         except Exception as e:  # noqa: BLE001
@@ -691,6 +731,17 @@ def stat(values: Iterable[float | None]) -> Stat | None:
     return Stat(min=xs[0], median=statistics.median(xs), max=xs[-1])
 
 
+def under_load(sample: dict[str, Any]) -> bool:
+    """Was the GPU working when this sample was taken? Not when it says it is idle (clocks-event bit 0x1: nothing
+    runs and the clocks are dropping). Where the reasons cannot be read, not when its utilisation (the share of
+    the last NVML period with a kernel running, a lagging figure) is below BUSY_UTIL_PCT. A sample with neither
+    reading counts as under load: nothing says otherwise."""
+    reasons, util = sample.get("reasons"), sample.get("gpu_util_pct")
+    if reasons is not None:
+        return not int(reasons) & _REASON_IDLE
+    return util is None or float(util) >= BUSY_UTIL_PCT
+
+
 def summarize(samples: list[dict[str, Any]], identity: dict[str, Any] | None = None, health: Health | None = None,
               *, interval_s: float | None = None, duration_s: float | None = None,
               unsupported: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> TelemetrySummary:
@@ -706,6 +757,7 @@ def summarize(samples: list[dict[str, Any]], identity: dict[str, Any] | None = N
                 share[name] = k / len(masks)
     limiting = [r for r in LIMITING_REASONS if share.get(r, 0.0) >= THROTTLE_SHARE]
     procs = [p for p in col("processes") if p is not None]
+    busy = [s for s in samples if under_load(s)]
     return TelemetrySummary(
         status="ok",
         gpu=ident.get("name"),
@@ -717,6 +769,9 @@ def summarize(samples: list[dict[str, Any]], identity: dict[str, Any] | None = N
         sm_clock_max_Hz=ident.get("sm_clock_max_Hz"),
         mem_clock_Hz=stat(col("mem_clock_Hz")),
         mem_clock_max_Hz=ident.get("mem_clock_max_Hz"),
+        busy_samples=len(busy),
+        sm_clock_busy_Hz=stat(b.get("sm_clock_Hz") for b in busy),
+        mem_clock_busy_Hz=stat(b.get("mem_clock_Hz") for b in busy),
         power_W=stat(col("power_W")),
         power_limit_W=ident.get("power_limit_W"),
         power_default_limit_W=ident.get("power_default_limit_W"),
@@ -847,9 +902,10 @@ def brief(t: Any) -> str:
     if s.status != "ok":
         return f"telemetry unavailable: {s.reason}"
     parts = []
-    if s.sm_clock_Hz:
-        pct = f" ({s.sm_clock_Hz.median / s.sm_clock_max_Hz:.0%} of max)" if s.sm_clock_max_Hz else ""
-        parts.append(f"SM {s.sm_clock_Hz.median / 1e9:.2f} GHz{pct}")
+    sm = s.sm_clock_busy_Hz or s.sm_clock_Hz  # under load where known: the idle edges of a window park it low
+    if sm:
+        pct = f" ({sm.median / s.sm_clock_max_Hz:.0%} of max)" if s.sm_clock_max_Hz else ""
+        parts.append(f"SM {sm.median / 1e9:.2f} GHz{pct}")
     if s.power_W:
         parts.append(f"{s.power_W.max:.0f} W" + (f" of {s.power_limit_W:.0f} W" if s.power_limit_W else ""))
     if s.gpu_temp_C:
@@ -863,8 +919,9 @@ def brief(t: Any) -> str:
 
 
 __all__ = [
-    "CLOCKS_EVENT_REASONS", "LIMITING_REASONS", "THROTTLE_SHARE", "Conditions", "Health", "NvmlDevice",
-    "NvmlSession", "RunTelemetry", "Sampler", "Stat", "TelemetrySummary", "Unavailable", "XidWatcher", "brief",
-    "decode_reasons", "load_pynvml", "parse", "reset_session", "run_summary", "sampling", "session",
-    "stat", "summarize", "summary_dict", "unavailable",
+    "BUSY_UTIL_PCT", "CLOCKS_EVENT_REASONS", "LIMITING_REASONS", "PCIE_LANE_Bps", "PCIE_SOURCE", "THROTTLE_SHARE",
+    "Conditions", "Health", "NvmlDevice", "NvmlSession", "RunTelemetry", "Sampler", "Stat", "TelemetrySummary",
+    "Unavailable", "XidWatcher", "brief", "decode_reasons", "load_pynvml", "parse", "pcie_rate_Bps",
+    "reset_session", "run_summary", "sampling", "session", "stat", "summarize", "summary_dict", "unavailable",
+    "under_load",
 ]

@@ -16,6 +16,7 @@ up projections side by side, ``w2[e]`` [I, H] the down projection: MLP(x) = (sil
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -26,7 +27,8 @@ import triton.language as tl
 _ROW_CONFIGS = [triton.Config({"BLOCK_H": b}, num_warps=w) for b, w in ((1024, 4), (2048, 8), (4096, 8))]
 _INTERP_BLOCK_H = 64
 # Grouped GEMM: one M tile size for the schedule (it is built on the host from the expert counts);
-# N/K tiles, warps and stages autotuned. 64 rows is about what an expert gets at decode batch sizes.
+# N/K tiles, warps and stages autotuned per (N, K, rows per expert). 64 rows is about what an expert gets at
+# decode batch sizes.
 GROUPED_BLOCK_M = 64
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -180,11 +182,12 @@ def grouped_schedule(counts: Sequence[int], block_m: int, device) -> tuple[torch
     return mk(experts), mk(starts), mk(ends)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ROWS_PER_EXPERT"])
 def _grouped_mm_kernel(a, b, c, tile_expert, tile_start, tile_end, N, K,
-                       stride_am, stride_be, stride_bk, stride_cm,
+                       stride_am, stride_be, stride_bk, stride_cm, ROWS_PER_EXPERT,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        IEEE: tl.constexpr):
+    # ROWS_PER_EXPERT is unused in the body: it only keys the autotuner (see _rows_bucket)
     tile = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(tile_expert + tile).to(tl.int64)
@@ -212,7 +215,16 @@ def _grouped_mm_kernel(a, b, c, tile_expert, tile_start, tile_end, N, K,
     tl.store(c_ptr, acc.to(c.dtype.element_ty), mask=rm[:, None] & cm[None, :])
 
 
-_grouped_mm_tuned = triton.autotune(_GEMM_CONFIGS, key=["N", "K"])(_grouped_mm_kernel)
+_grouped_mm_tuned = triton.autotune(_GEMM_CONFIGS, key=["N", "K", "ROWS_PER_EXPERT"])(_grouped_mm_kernel)
+
+
+def _rows_bucket(counts: Sequence[int]) -> int:
+    """Rows per active expert, as a power of two (≤ 4096): the best N/K tiles for 8 rows per expert (decode) are
+    not those for 1024 (prefill), so the autotuner keys on this bucket as well as on N and K. Not specialised
+    by the compiler (do_not_specialize): a new bucket re-times the configs but compiles nothing new."""
+    active = [int(c) for c in counts if int(c) > 0]
+    mean = sum(active) / len(active) if active else 1
+    return min(4096, 1 << max(0, math.ceil(math.log2(max(1.0, mean)))))
 
 
 def triton_grouped_mm(a: torch.Tensor, w: torch.Tensor, counts: Sequence[int],
@@ -240,7 +252,7 @@ def triton_grouped_mm(a: torch.Tensor, w: torch.Tensor, counts: Sequence[int],
     tiles = te.numel()
     if tiles == 0:
         return out
-    args = (a, w, out, te, ts, tend, N, K, a.stride(0), w.stride(0), w.stride(1), out.stride(0))
+    args = (a, w, out, te, ts, tend, N, K, a.stride(0), w.stride(0), w.stride(1), out.stride(0), _rows_bucket(counts))
     ieee = a.dtype == torch.float32
     if a.is_cuda:
         _grouped_mm_tuned[lambda meta: (tiles, triton.cdiv(N, meta["BLOCK_N"]))](*args, BLOCK_M=block_m,

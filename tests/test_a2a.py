@@ -184,19 +184,39 @@ def test_world_size_one_runs_no_collective_and_says_so(cpu_target):
 
 
 @pytest.mark.gpu
-def test_one_nccl_rank_runs_the_whole_collective_code_on_a_gpu(cpu_target):
+def test_one_nccl_rank_runs_the_whole_collective_code_on_a_gpu(gpu_target):
     """As far as one GPU allows: NCCL init, device pinning, CUDA-event timing, bf16 MoE checks, with n = 1."""
-    import dataclasses
-
-    gpu = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0")  # the rank configures CUDA itself
-    plan = A.BENCHMARK.collective_plan(_ctx(gpu, ranks=1, a2a_sizes=[1 << 20],
+    plan = A.BENCHMARK.collective_plan(_ctx(gpu_target, ranks=1, a2a_sizes=[1 << 20],
                                             a2a_moe=[("deepseek-v3", 128, "skewed")]), 1)
-    recs = [A.Measurement.model_validate(d) for d in D.launch(A.collective_rank, 1, target=gpu, args=(plan,),
-                                                              timeout_s=300)]
+    assert plan["dtype"] == "bfloat16"
+    recs = [A.Measurement.model_validate(d) for d in D.launch(A.collective_rank, 1, target=gpu_target,
+                                                              args=(plan,), timeout_s=240)]
     assert [m.kernel for m in recs] == ["all_to_all", "dispatch", "combine"]
     for m in recs:
         assert m.status == "ok" and m.mode == "cuda" and m.impl == "nccl" and m.check.passed, m.reason
         assert m.timing.clock.startswith("cuda_events") and m.extra["busbw_Bps"] == 0.0  # (n-1)/n = 0
+
+
+@pytest.mark.gpu
+def test_one_gpu_measures_the_local_part_and_skips_the_collective(gpu_target):
+    """`rooflab run` on one GPU: the sweep's collective point is world size 1 (skipped, no ranks started), and a
+    local point checks and times both implementations on the GPU (Triton compiled and autotuned, not
+    interpreted)."""
+    import torch
+
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
+    pts = A.BENCHMARK.sweep(ctx)
+    if torch.cuda.device_count() == 1:
+        assert pts[-1] == {"part": "collective", "world_size": 1}
+        recs = A.BENCHMARK.run_point(ctx, pts[-1])
+        assert all(m.status == "skipped" and m.reason == A.WORLD_SIZE_1 for m in recs)
+    for op in A.LOCAL_OPS:
+        model = "cpu-small" if op == "grouped_mlp" else "mixtral-8x7b"
+        recs = A.BENCHMARK.run_point(ctx, {"part": "local", "op": op, "model": model, "tokens": 96})
+        assert [m.impl for m in recs] == ["triton", "torch"]
+        for m in recs:
+            assert m.status == "ok" and m.mode == "cuda" and m.check.passed, (op, m.impl, m.reason)
+            assert m.timing.clock.startswith("cuda_events") and m.bandwidth_Bps > 0 and m.cache.startswith("flush L2")
 
 
 # -- profile ------------------------------------------------------------------------------------------------

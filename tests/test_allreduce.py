@@ -90,3 +90,21 @@ def test_summary_fits_alpha_beta_per_world_size():
     top8 = max((p for p in ar.curve if p.world_size == 8), key=lambda p: p.size_bytes)
     assert top8.busbw_Bps == pytest.approx(top8.algbw_Bps * 2 * 7 / 8)
     assert ar.peak_busbw_Bps == max(p.busbw_Bps for p in ar.curve)
+
+
+@pytest.mark.gpu
+def test_one_gpu_skips_and_one_nccl_rank_runs_the_rank_code(gpu_target):
+    """On one GPU the sweep is world size 1 (skipped: nothing to reduce, no ranks started); the rank code itself
+    still runs under NCCL with one rank: exact check, device barriers, CUDA-event timing."""
+    import torch
+
+    ctx = RunContext(target=gpu_target, quick=True)
+    if torch.cuda.device_count() == 1:
+        assert B.BENCHMARK.sweep(ctx) == [{"world_size": 1}]
+        (m,) = B.BENCHMARK.run_point(ctx, {"world_size": 1})
+        assert m.status == "skipped" and m.reason == B.ONE_RANK and m.impl == "nccl" and m.mode == "cuda"
+    rows = distributed.launch(B.rank_sweep, 1, target=gpu_target, args=([8, 1 << 20], 7, 0.005), timeout_s=240)
+    assert [r["size_bytes"] for r in rows] == [8, 1 << 20]
+    for r in rows:
+        assert r["bad"] == 0 and r["timing"]["clock"] == "cuda_events" and r["timing"]["n"] >= 5
+        assert 0 < r["timing"]["median_s"] < 0.01

@@ -92,6 +92,32 @@ def test_launch_refuses_what_cannot_run(cpu_target):
         D.launch(lambda info: 1, 2, target=cpu_target)
 
 
+def test_spawned_ranks_talk_over_loopback(cpu_target, tmp_path, monkeypatch):
+    """Spawned ranks share this machine: gloo (CPU) and NCCL's bootstrap (GPU) use lo, unless the user chose."""
+    import dataclasses
+
+    seen = []
+
+    class _Proc:
+        def __init__(self, args, env, **kw):
+            seen.append(env)
+
+    monkeypatch.setattr(D.subprocess, "Popen", _Proc)
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    gpu = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0")
+    D._spawn(tmp_path, 2, gpu, 1234, 5.0, None)
+    D._spawn(tmp_path, 1, cpu_target, 1234, 5.0, None)
+    if os.path.exists("/sys/class/net/lo"):
+        assert [e.get("NCCL_SOCKET_IFNAME") for e in seen] == ["lo", "lo", None]
+        assert seen[2]["GLOO_SOCKET_IFNAME"] == "lo" and "GLOO_SOCKET_IFNAME" not in seen[0]
+    assert [e["RANK"] for e in seen] == ["0", "1", "0"] and seen[0]["ROOFLAB_DIST_DEVICE"] == "cuda"
+    seen.clear()
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
+    D._spawn(tmp_path, 1, gpu, 1234, 5.0, None)
+    assert seen[0]["NCCL_SOCKET_IFNAME"] == "ib0"
+
+
 # -- spawned gloo ranks -------------------------------------------------------------------------------------
 
 def test_two_gloo_ranks_return_rank_zeros_value(cpu_target):
@@ -145,8 +171,11 @@ TORCHRUN_SCRIPT = textwrap.dedent("""
         D.launch(T.sum_of_ranks, 3, target=tgt, args=(0,))
     except D.DistributedError as e:
         wrong = str(e)
-    print("RESULT", first["sum"], first["rank"], first["launcher"], again["sum"], third["sum"],
-          "WORLD_SIZE=2" in wrong, flush=True)
+    # one file per rank: two processes printing to one pipe can interleave their lines
+    import os
+    line = " ".join(map(str, ("RESULT", first["sum"], first["rank"], first["launcher"], again["sum"], third["sum"],
+                              "WORLD_SIZE=2" in wrong)))
+    open(f"result-{{os.environ['RANK']}}.txt", "w").write(line)
 """)
 
 
@@ -158,6 +187,6 @@ def test_under_torchrun_each_process_runs_in_place_as_its_rank(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
-    # both ranks print rank 0's answer (it is broadcast): 100 + 101, 1 + 2, 5 + 6
+    lines = [(tmp_path / f"result-{rank}.txt").read_text() for rank in (0, 1)]
+    # both ranks report rank 0's answer (it is broadcast): 100 + 101, 1 + 2, 5 + 6
     assert lines == ["RESULT 201 0 torchrun 3 11 True"] * 2, r.stdout

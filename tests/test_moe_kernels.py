@@ -92,6 +92,12 @@ def test_triton_grouped_mm_matches_per_expert_matmul(counts):
         assert chk.passed, chk.detail
 
 
+def test_rows_bucket_keys_the_autotuner_by_rows_per_active_expert():
+    assert K._rows_bucket([0, 0, 3]) == 4 and K._rows_bucket([8, 0, 8]) == 8 and K._rows_bucket([]) == 1
+    assert K._rows_bucket([1024] * 32) == 1024 and K._rows_bucket([10 ** 6]) == 4096
+    assert "ROWS_PER_EXPERT" in K._grouped_mm_tuned.keys
+
+
 def test_grouped_schedule_covers_every_row_once():
     counts = [5, 0, 17, 1]
     te, ts, tend = K.grouped_schedule(counts, 4, "cpu")
@@ -136,3 +142,30 @@ def test_launchers_refuse_bad_inputs():
         K.triton_grouped_mm(x, torch.randn(2, 6, 3), [1, 2])  # counts do not sum to the rows
     with pytest.raises(ValueError):
         K.grouped_mlp(x, [4], torch.randn(1, 6, 4), torch.randn(1, 2, 6), impl="cuda-magic")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_compiled_kernels_on_the_gpu(gpu_target, dtype):
+    """The compiled (autotuned) kernels on CUDA tensors, for two rows-per-expert buckets (two autotune keys):
+    bf16 as a2a times them, fp32 with IEEE dots (no TF32) and configs that may not fit in shared memory."""
+    dev = gpu_target.torch_device
+    g = torch.Generator(device=dev).manual_seed(3)
+    T, H, E, k, I = 300, 520, 6, 2, 136
+    x = torch.randn(T, H, device=dev, generator=g).to(dtype)
+    ids, w = K.route(torch.randn(T, E, device=dev, generator=g), k)
+    src, pos, counts = K.sort_by_expert(ids, E)
+    xs = checks.poison(torch.empty(T * k, H, device=dev, dtype=dtype))
+    K.triton_permute(x, src, xs)
+    assert torch.equal(xs, x[src])
+    w13 = (torch.randn(E, H, 2 * I, device=dev, generator=g) / H ** 0.5).to(dtype)
+    w2 = (torch.randn(E, I, H, device=dev, generator=g) / I ** 0.5).to(dtype)
+    tol = checks.tolerance(dtype) if dtype == torch.bfloat16 else 1e-5
+    for rows in (xs, xs[:40]):  # ~100 rows per expert, then a handful
+        cnt = torch.bincount(ids.reshape(-1)[pos.reshape(-1).argsort()][:rows.shape[0]], minlength=E).tolist()
+        ys = K.grouped_mlp(rows, cnt, w13, w2, "triton")
+        chk = checks.compare(ys, K.reference_grouped_mlp(rows, cnt, w13, w2), tol, "f64")
+        assert chk.passed, (rows.shape, chk.detail)
+    out = K.triton_unpermute(xs, pos, w)
+    chk = checks.compare(out, K.reference_unpermute(xs, pos, w), checks.tolerance(dtype), "f64")
+    assert chk.passed, chk.detail

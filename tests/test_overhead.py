@@ -118,13 +118,25 @@ def test_per_call_scales_every_time():
 
 
 @pytest.mark.gpu
-def test_gpu_graph_replay_is_cheaper_than_eager_launch():
-    from bench.target import _cuda_target
-
-    ctx = RunContext(target=_cuda_target("test"), quick=True, min_time_s=0.02)
+def test_gpu_graph_replay_is_cheaper_than_eager_launch(gpu_target):
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.02)
     recs = {m.kernel: m for m in B.BENCHMARK.run_point(ctx, {"op": "launch", "impl": "torch", "launches": 256})}
-    assert all(m.status == "ok" for m in recs.values())
+    assert set(recs) == {"launch", "host_launch", "graph_launch"}
+    assert all(m.status == "ok" and m.mode == "cuda" for m in recs.values()), [m.reason for m in recs.values()]
+    assert recs["graph_launch"].check.reference.endswith("(graph replay)")
     assert recs["graph_launch"].timing.median_s < recs["launch"].timing.median_s
+    assert 1e-7 < recs["launch"].timing.median_s < 1e-4  # microseconds per eager launch, not ms (or ns)
+
+
+@pytest.mark.gpu
+def test_gpu_triton_noop_in_a_graph_and_the_sync_round_trip(gpu_target):
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.02)
+    recs = {m.kernel: m for m in B.BENCHMARK.run_point(ctx, {"op": "launch", "impl": "triton", "launches": 64})}
+    assert all(m.status == "ok" and m.mode == "cuda" for m in recs.values()), [m.reason for m in recs.values()]
+    assert recs["graph_launch"].check.reference == "marker value written"  # the replayed graph wrote it
+    (sync,) = B.BENCHMARK.run_point(ctx, {"op": "sync", "impl": "torch"})
+    assert sync.status == "ok" and sync.timing.clock.startswith("perf_counter (host, synchronised")
+    assert 1e-7 < sync.timing.median_s < 1e-3
 
 
 # ---- the model's overhead term (bench/models.py decode_kernels, bench/roofline.py) ------------------------

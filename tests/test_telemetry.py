@@ -24,7 +24,7 @@ F = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(F)
 
 
-def gpu_target(fixture: str = "healthy_h100_sxm") -> Target:
+def fake_target(fixture: str = "healthy_h100_sxm") -> Target:
     t = F.load(fixture)["target"]
     return Target(backend="cuda", reason="fake GPU for tests", name=t["name"], torch_device="cuda:0",
                   memory_bytes=t["memory_bytes"], compute_units=t["compute_units"], cache_bytes=t["cache_bytes"],
@@ -32,7 +32,7 @@ def gpu_target(fixture: str = "healthy_h100_sxm") -> Target:
 
 
 def device(fixture: str) -> T.NvmlDevice:
-    return T.NvmlSession(F.FakeNVML(fixture)).device_for(gpu_target(fixture))
+    return T.NvmlSession(F.FakeNVML(fixture)).device_for(fake_target(fixture))
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +68,20 @@ def test_summary_math():
     assert s.throttled and s.throttle_reasons == ["sw_power_cap"]  # gpu_idle never counts as throttling
     assert s.processes_max == 2 and s.sm_clock_max_Hz == 1.98e9 and s.power_limit_W == 700.0
     assert s.mem_temp_C is None  # no reading at all: no statistic
+
+
+def test_clocks_under_load_leave_out_idle_samples():
+    """A window opens and closes on an idle GPU (clocks parked low): clocks judged under load skip those."""
+    idle = {"sm_clock_Hz": 3.45e8, "mem_clock_Hz": 2.619e9, "reasons": 0x1, "gpu_util_pct": 0.0}
+    busy = {"sm_clock_Hz": 1.98e9, "mem_clock_Hz": 2.619e9, "reasons": 0x0, "gpu_util_pct": 100.0}
+    s = T.summarize([idle] * 6 + [busy] * 4 + [idle])
+    assert s.sm_clock_Hz.median == 3.45e8  # every sample: mostly the idle start
+    assert s.busy_samples == 4 and s.sm_clock_busy_Hz.median == 1.98e9 and s.mem_clock_busy_Hz.min == 2.619e9
+    # without reasons, utilisation decides; with neither reading a sample counts as under load
+    assert T.under_load({"gpu_util_pct": 12.0}) is False and T.under_load({"gpu_util_pct": 97.0}) is True
+    assert T.under_load({"reasons": 0x4, "gpu_util_pct": 0.0}) is True  # the idle bit, not a lagging average
+    assert T.under_load({}) is True
+    assert T.summarize([idle]).sm_clock_busy_Hz is None and T.summarize([idle]).busy_samples == 0
 
 
 def test_throttle_share_threshold():
@@ -114,7 +128,7 @@ def test_identity_and_sample_of_a_healthy_h100():
 
 def test_fallbacks_to_deprecated_calls_and_unsupported_fields():
     fake = F.FakeNVML("unsupported_fields")
-    dev = T.NvmlSession(fake).device_for(gpu_target())
+    dev = T.NvmlSession(fake).device_for(fake_target())
     ident = dev.identity()
     s = dev.sample(processes=True)
     # nvmlDeviceGetTemperatureV missing from the binding, ...EventReasons from the driver: the old calls answer
@@ -140,7 +154,7 @@ def test_fallbacks_to_deprecated_calls_and_unsupported_fields():
 def test_unexpected_nvml_error_is_recorded_not_raised():
     spec = F.load("healthy_h100_sxm")
     spec["calls"]["nvmlDeviceGetPowerUsage"] = {"$err": "GPU_IS_LOST"}
-    dev = T.NvmlSession(F.FakeNVML(spec)).device_for(gpu_target())
+    dev = T.NvmlSession(F.FakeNVML(spec)).device_for(fake_target())
     s = dev.sample()
     assert s["power_W"] is None and s["sm_clock_Hz"] == 1.98e9
     assert "GPU" in dev.errors["power"] and "power" not in dev.unsupported  # asked again next time
@@ -149,8 +163,8 @@ def test_unexpected_nvml_error_is_recorded_not_raised():
 def test_device_matching():
     spec = F.load("healthy_h100_sxm")
     sess = T.NvmlSession(F.FakeNVML(spec))
-    assert sess.device_for(gpu_target()).matched == "uuid"
-    mig = dataclasses.replace(gpu_target(), uuid="MIG-2f1e7a44-9c0b-5d6e-8f71-0a3b4c5d6e7f")
+    assert sess.device_for(fake_target()).matched == "uuid"
+    mig = dataclasses.replace(fake_target(), uuid="MIG-2f1e7a44-9c0b-5d6e-8f71-0a3b4c5d6e7f")
     assert sess.device_for(mig).matched == "the only GPU NVML sees"
     spec["calls"]["nvmlDeviceGetCount"] = 0
     with pytest.raises(T.Unavailable, match="no NVIDIA GPU"):
@@ -159,7 +173,7 @@ def test_device_matching():
 
 def test_xid_watcher():
     spec = F.load("ecc_errors")
-    w = T.XidWatcher(T.NvmlSession(F.FakeNVML(spec)).device_for(gpu_target()))
+    w = T.XidWatcher(T.NvmlSession(F.FakeNVML(spec)).device_for(fake_target()))
     assert w.supported and w.poll() == [48] and w.poll() == [48]
     w.close()
     w2 = T.XidWatcher(device("unsupported_fields"))
@@ -198,6 +212,41 @@ def test_sampler_stops_when_the_block_raises():
     assert not s.running and _threads() == before and s.summary().samples >= 1
 
 
+def test_a_hung_nvml_call_is_abandoned_not_waited_on():
+    """A GPU fallen off the bus can hang an NVML call: stop() returns after its join timeout and reads nothing
+    more (health() would hang as well)."""
+    dev = device("healthy_h100_sxm")
+    release, hung, calls = threading.Event(), threading.Event(), []
+    real = dev.sample
+
+    def sample(processes=False):
+        if calls:  # the second sample hangs until the test lets it go
+            hung.set()
+            release.wait(10)
+        calls.append(1)
+        return real(processes)
+
+    dev.sample = sample
+    dev.health = lambda: pytest.fail("health() read after a hung NVML call")
+    s = T.Sampler(dev, interval_s=0.001).start()
+    assert hung.wait(5)
+    t0 = time.monotonic()
+    s.stop()
+    assert time.monotonic() - t0 < 5 and s.health is None
+    summ = s.summary()
+    assert summ.status == "ok" and summ.samples == 1 and "did not return" in summ.errors["sample"]
+    release.set()
+
+
+def test_pcie_link_reads_four_fields_only():
+    fake = F.FakeNVML("degraded_pcie")
+    dev = T.NvmlSession(fake).device_for(fake_target("degraded_pcie"))
+    fake.log.clear()
+    link = dev.pcie_link()
+    assert link == {"pcie_max_gen": 5, "pcie_max_width": 16, "pcie_gen": 4, "pcie_width": 8}
+    assert len(fake.log) == 4
+
+
 def test_stamp_leaves_existing_telemetry():
     recs = [Measurement(benchmark="b", kernel="k", impl="torch", mode="cuda"),
             Measurement(benchmark="b", kernel="k", impl="triton", mode="cuda", telemetry={"status": "ok"})]
@@ -216,7 +265,7 @@ def test_sampling_on_cpu_and_without_nvml(cpu_target, monkeypatch):
     assert s.summary().status == "unavailable" and "CPU" in s.summary().reason
     # a GPU target on a machine where NVML cannot start: unavailable with the reason, remembered
     T.reset_session(F.FakeNVML("no_nvml"))
-    s2 = T.sampling(gpu_target())
+    s2 = T.sampling(fake_target())
     with s2:
         pass
     assert s2.summary().status == "unavailable" and "libnvidia-ml.so" in s2.summary().reason
@@ -225,7 +274,7 @@ def test_sampling_on_cpu_and_without_nvml(cpu_target, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     with pytest.raises(T.Unavailable, match="nvidia-ml-py"):
         T.session()
-    assert T.sampling(gpu_target()).summary().reason.startswith("nvidia-ml-py is not importable")
+    assert T.sampling(fake_target()).summary().reason.startswith("nvidia-ml-py is not importable")
 
 
 # ---- runner and profile ------------------------------------------------------------------------------------
@@ -250,7 +299,7 @@ def test_runner_stamps_every_record(cpu_target):
 def test_runner_samples_a_gpu_point(monkeypatch):
     T.reset_session(F.FakeNVML("power_capped"))
     monkeypatch.setattr(T, "DEFAULT_INTERVAL_S", 0.002)
-    ctx = RunContext(target=gpu_target(), quick=True)
+    ctx = RunContext(target=fake_target(), quick=True)
     res = runner.run_one_point(ctx, _FakeBench(0.03), "fake", {"n": 1})
     t = res.records[0].telemetry
     assert t["status"] == "ok" and t["samples"] >= 2 and t["throttled"] and t["throttle_reasons"] == ["sw_power_cap"]
@@ -302,3 +351,35 @@ def test_profile_records_telemetry(tmp_path):
     P.save(prof, tmp_path / "p.json")
     again = P.load(tmp_path / "p.json")
     assert again.telemetry == prof.telemetry
+
+
+# ---- on a real GPU (ROOFLAB_TEST_DEVICE=cuda) ----------------------------------------------------------------
+@pytest.mark.gpu
+def test_real_nvml_sampling_under_load(gpu_target):
+    """The real pynvml on the lent GPU: nothing raises, fields it lacks are recorded as unsupported, and a short
+    matmul load is seen as load (busy samples, clocks) within a second."""
+    import torch
+
+    s = T.sampling(gpu_target, interval_s=0.02)
+    assert s.device is not None, s.reason
+    a = torch.randn(4096, 4096, device=gpu_target.torch_device, dtype=torch.bfloat16)
+    with s:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.6:
+            for _ in range(20):
+                a @ a
+            torch.cuda.synchronize()
+    summ = s.summary()
+    assert summ.status == "ok" and summ.samples >= 10 and not summ.errors, summ.errors
+    ident = s.identity
+    assert ident["name"] and ident["uuid"] and ident.get("pci_device_id")
+    assert summ.sm_clock_Hz is not None or "sm_clock" in summ.unsupported
+    assert summ.busy_samples >= 1 and (summ.sm_clock_busy_Hz is not None or "sm_clock" in summ.unsupported)
+    assert summ.health is not None  # ECC / remap counters read (each may be unsupported, never an exception)
+    link = T.session().device_for(gpu_target).pcie_link()
+    assert set(link) == {"pcie_max_gen", "pcie_max_width", "pcie_gen", "pcie_width"}
+    w = T.XidWatcher(T.session().device_for(gpu_target))
+    try:
+        assert w.poll() == [] or all(isinstance(x, int) for x in w.events)
+    finally:
+        w.close()

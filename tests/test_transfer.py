@@ -8,6 +8,20 @@ from bench.measurement import measured
 from bench.registry import RunContext
 
 
+def test_pcie_rates_are_the_one_table_in_telemetry():
+    from bench import doctor, telemetry
+
+    assert B.pcie_rate_Bps is telemetry.pcie_rate_Bps and doctor.pcie_link_Bps is telemetry.pcie_rate_Bps
+    assert B.PCIE_LANE_Bps is telemetry.PCIE_LANE_Bps is doctor.PCIE_LANE_Bps
+    assert B.pcie_rate_Bps(5.0, 16.0) == B.pcie_rate_Bps(5, 16)  # NVML stats arrive as floats
+    assert B.pcie_rate_Bps("x", 16) is None
+
+
+def test_quick_pageable_sizes_step_by_16_and_keep_the_largest():
+    assert B.sizes(True, step=B.PAGEABLE_QUICK_STEP) == [4096 * 16 ** i for i in range(5)] + [1 << 30]
+    assert B.sizes(True, 1 << 20, step=16) == [4096, 65536, 1 << 20]
+
+
 def test_size_sweep_spans_4kib_to_1gib():
     q, f = B.sizes(quick=True), B.sizes(quick=False)
     assert q[0] == f[0] == 4096 and q[-1] == f[-1] == 1 << 30
@@ -127,10 +141,20 @@ def test_nvml_absent_means_unknown_link(cpu_target):
 
 
 @pytest.mark.gpu
-def test_gpu_pinned_copy_point():
-    from bench.target import _cuda_target
-
-    ctx = RunContext(target=_cuda_target("test"), quick=True, min_time_s=0.01)
-    recs = B.BENCHMARK.run_point(ctx, {"memory": "pinned", "size_bytes": 1 << 24})
+@pytest.mark.parametrize("memory", ["pinned", "pageable"])
+def test_gpu_copy_point(gpu_target, memory):
+    ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
+    recs = B.BENCHMARK.run_point(ctx, {"memory": memory, "size_bytes": 1 << 24})
     assert {m.kernel for m in recs} == {"h2d", "d2h", "bidir"}
-    assert all(m.status == "ok" and m.bandwidth_Bps > 1e9 for m in recs)
+    assert all(m.status == "ok" and m.check.passed and m.timing.clock.startswith("cuda_events") for m in recs), \
+        [m.reason for m in recs]
+    # 16 MiB: past the latency knee, within what any PCIe Gen3+ x16 link (or faster) can carry per direction
+    assert all(1e9 < m.bandwidth_Bps / (2 if m.kernel == "bidir" else 1) < 2e11 for m in recs)
+
+
+@pytest.mark.gpu
+def test_gpu_sweep_is_capped_at_1gib_and_quick_pageable_is_sparser(gpu_target):
+    pts = B.BENCHMARK.sweep(RunContext(target=gpu_target, quick=True))
+    pinned = [p["size_bytes"] for p in pts if p["memory"] == "pinned"]
+    pageable = [p["size_bytes"] for p in pts if p["memory"] == "pageable"]
+    assert max(pinned) == max(pageable) == 1 << 30 and len(pageable) < len(pinned)

@@ -1,6 +1,6 @@
 """Host↔device copies over the host link (PCIe): what loading weights or offloading KV cache costs.
 
-Sweep (GPU): buffer sizes from 4 KiB to 1 GiB (×4 steps in --quick, ×2 in --full) × host memory kind
+Sweep (GPU): buffer sizes from 4 KiB to 1 GiB (steps below) × host memory kind
 (pinned = page-locked, pageable = ordinary ``malloc`` memory that the driver stages through a pinned
 bounce buffer). Per point three copies, each checked on fresh random data (destination poisoned first,
 copied content compared bit for bit with the source) before it is timed:
@@ -12,17 +12,26 @@ copied content compared bit for bit with the source) before it is timed:
 | `bidir` | both at once, each on its own CUDA stream                    | 2 × size (one each way)    |
 | `d2d`   | GPU 0 ↔ GPU 1 (peer), only with ≥ 2 GPUs (memory "peer")     | size                       |
 
+(With pageable memory the host waits while the driver stages each copy, so `bidir` barely overlaps the
+two directions: it says what a program using pageable buffers gets.)
+
 A copy moves its bytes once through the link, so bandwidth = bytes / median time (this is how
 nvbandwidth and NVIDIA's bandwidthTest count a host↔device copy). Timing: CUDA events around each copy on
-the current stream (the two-stream copy is fenced onto it), after warm-up. No cache can flatter a PCIe
-copy of host memory, so nothing is flushed.
+the current stream (the two-stream copy is fenced onto it), after warm-up. Pinned copies are primed
+(``time_fn(prime=True)``): a small copy is enqueued more slowly than the DMA runs, and the events would
+time the host's enqueue instead. Pageable copies make the host wait inside the driver (staging), so they are
+timed as a program sees them, unprimed. No cache can flatter a PCIe copy of host memory, so nothing is
+flushed.
 
-The link's theoretical rate per direction comes from NVML (maximum PCIe generation × width): per lane
-0.25 / 0.5 GB/s for Gen1/2 (8b/10b encoding), 0.985 / 1.969 / 3.938 GB/s for Gen3/4/5 (8, 16, 32 GT/s with
-128b/130b encoding, PCI Express Base Specification 3.0–5.0), 7.56 GB/s for Gen6 (64 GT/s, 242/256 FLIT
-efficiency, PCIe 6.0). These are line rates: packet headers cost a further ~10–20%, so a healthy pinned
-copy reaches roughly 80–90% of them. The current generation is sampled right after a copy, under load:
-an idle link trains down to a lower generation.
+The link's theoretical rate per direction comes from NVML (maximum PCIe generation × width) and the per-lane
+line rates in ``bench.telemetry.PCIE_LANE_Bps`` (the one table, shared with ``rooflab doctor``): 0.985 /
+1.969 / 3.938 GB/s per lane for Gen3/4/5, 32 GT/s × 16 lanes = 63 GB/s per direction on a Gen5 x16 link.
+These are line rates: packet headers cost a further ~10–20%, so a healthy pinned copy reaches roughly 80–90%
+of them. The current generation is sampled right after a copy, under load: an idle link trains down to a
+lower generation.
+
+--quick measures pinned memory at every ×4 size and pageable memory at every ×16 size (4 KiB, 64 KiB, …,
+1 GiB: enough for its latency–bandwidth fit); --full measures both at every ×2 size.
 
 Every (direction, memory) curve gets a latency–bandwidth fit (bench/fit.py). CPU mode has no device: the
 point is recorded as skipped.
@@ -37,21 +46,19 @@ from bench import checks
 from bench.fit import try_fit
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
+from bench.telemetry import PCIE_LANE_Bps, PCIE_SOURCE, pcie_rate_Bps  # noqa: F401 - the one PCIe table
 
 KIB = 1024
 MIN_BYTES = 4 * KIB
 MAX_BYTES = 1 << 30
+PAGEABLE_QUICK_STEP = 16  # --quick: pageable memory at every 16x size (its curve is context, pinned is the link)
 NO_DEVICE = "no GPU: host↔device copies need a CUDA device (CPU mode has no host link to measure)"
-# bytes per second per lane after line encoding, by PCIe generation (see the module docstring)
-PCIE_LANE_Bps = {1: 0.25e9, 2: 0.5e9, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8,
-                 5: 32e9 * 128 / 130 / 8, 6: 64e9 * 242 / 256 / 8}
-PCIE_SOURCE = ("PCI Express Base Specification: per-lane rate x width, after line encoding "
-               "(Gen3-5 128b/130b, Gen6 FLIT 242/256), per direction")
 
 
-def sizes(quick: bool, max_bytes: int = MAX_BYTES) -> list[int]:
-    """4 KiB ... 1 GiB: powers of 4 in a quick sweep, powers of 2 in a full one."""
-    step = 4 if quick else 2
+def sizes(quick: bool, max_bytes: int = MAX_BYTES, step: int | None = None) -> list[int]:
+    """4 KiB ... 1 GiB: powers of 4 in a quick sweep, powers of 2 in a full one (or every ``step``×); the
+    largest size is always included."""
+    step = step or (4 if quick else 2)
     out, s = [], MIN_BYTES
     while s <= max_bytes:
         out.append(s)
@@ -59,13 +66,6 @@ def sizes(quick: bool, max_bytes: int = MAX_BYTES) -> list[int]:
     if out[-1] != max_bytes and max_bytes >= MIN_BYTES:
         out.append(max_bytes)
     return out
-
-
-def pcie_rate_Bps(generation: int | None, width: int | None) -> float | None:
-    """Theoretical per-direction rate of a PCIe link, or None when generation or width is unknown."""
-    if not generation or not width or generation not in PCIE_LANE_Bps:
-        return None
-    return PCIE_LANE_Bps[generation] * width
 
 
 # -- NVML (through bench.telemetry, the one NVML adapter): the link this GPU sits on ------------------------
@@ -76,12 +76,11 @@ def pcie_link(target) -> dict:
     from bench import telemetry
 
     try:
-        dev = telemetry.session().device_for(target)
-        ident, now = dev.identity(), dev.sample()
+        link = telemetry.session().device_for(target).pcie_link()
     except Exception:  # telemetry.Unavailable, or any NVML trouble: the link is simply unknown
         return {}
-    info = {"pcie_generation": ident.get("pcie_max_gen"), "pcie_width": ident.get("pcie_max_width"),
-            "pcie_current_generation": now.get("pcie_gen"), "pcie_current_width": now.get("pcie_width")}
+    info = {"pcie_generation": link.get("pcie_max_gen"), "pcie_width": link.get("pcie_max_width"),
+            "pcie_current_generation": link.get("pcie_gen"), "pcie_current_width": link.get("pcie_width")}
     return {k: int(v) for k, v in info.items() if isinstance(v, (int, float)) and v > 0}
 
 
@@ -97,7 +96,9 @@ class TransferBenchmark:
             return [{"memory": "none"}]
         cap = max(MIN_BYTES, t.memory_bytes // 8) if t.memory_bytes else MAX_BYTES
         top = min(MAX_BYTES, 1 << int(math.log2(cap)))
-        pts = [{"memory": mem, "size_bytes": s} for mem in ("pinned", "pageable") for s in sizes(ctx.quick, top)]
+        pts = [{"memory": "pinned", "size_bytes": s} for s in sizes(ctx.quick, top)]
+        pts += [{"memory": "pageable", "size_bytes": s}
+                for s in sizes(ctx.quick, top, PAGEABLE_QUICK_STEP if ctx.quick else None)]
         if torch.cuda.device_count() >= 2:
             pts += [{"memory": "peer", "size_bytes": s} for s in sizes(ctx.quick, top)]
         return pts
@@ -160,7 +161,7 @@ class TransferBenchmark:
             checks.poison(host_dst)
             fn()
             chk = chk_fn()  # reads the result back to the host: waits for the copy on its stream
-            tm = ctx.time(fn) if chk.passed else None
+            tm = ctx.time(fn, prime=pinned) if chk.passed else None
             after = pcie_link(t) if chk.passed else {}
             out.append(measured(benchmark=self.name, kernel=kernel, impl="torch", params=params, mode="cuda",
                                 device=t.name, timing=tm, bytes=nbytes, check=chk, cache="none (PCIe copy)",
