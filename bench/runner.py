@@ -393,6 +393,22 @@ def run_series(ctx: RunContext, bname: str, bench: Any, points: list[dict], out_
     return "done"
 
 
+def bisection_order(n: int) -> list[int]:
+    """Indices 0..n-1, last first, then the first, then midpoints level by level: stop anywhere and what was
+    taken spans the range."""
+    idx = [n - 1] + ([0] if n > 1 else []) if n else []
+    spans = [(0, n - 1)] if n else []
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                idx.append(mid)
+                nxt += [(lo, mid), (mid, hi)]
+        spans = nxt
+    return idx
+
+
 def coarse_to_fine(bench: Any, points: list[dict]) -> list[dict]:
     """The order a budgeted run takes, so that whatever is measured spans the sweep: per series (by size when
     the benchmark says), the largest (where peaks come from), the smallest, then midpoints; series in turn."""
@@ -404,18 +420,7 @@ def coarse_to_fine(bench: Any, points: list[dict]) -> list[dict]:
     orders = []
     for members in groups.values():
         members.sort(key=lambda t: (t[0], t[1]))
-        n = len(members)
-        idx = [n - 1] + ([0] if n > 1 else [])
-        spans = [(0, n - 1)]
-        while spans:
-            nxt = []
-            for lo, hi in spans:
-                if hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    idx.append(mid)
-                    nxt += [(lo, mid), (mid, hi)]
-            spans = nxt
-        orders.append([members[i][2] for i in idx])
+        orders.append([members[i][2] for i in bisection_order(len(members))])
     out: list[dict] = []
     for r in range(max((len(o) for o in orders), default=0)):
         out += [o[r] for o in orders if r < len(o)]

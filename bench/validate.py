@@ -940,17 +940,10 @@ def point_order(batches: Sequence[int], contexts: Sequence[int]) -> list[tuple[i
     printed in grid order whatever the order of measurement."""
 
     def ranks(xs: Sequence[int]) -> dict[int, int]:
+        from .runner import bisection_order
+
         xs = sorted(set(xs))
-        order, spans = [len(xs) - 1] + ([0] if len(xs) > 1 else []), [(0, len(xs) - 1)]
-        while spans:
-            nxt = []
-            for lo, hi in spans:
-                if hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    order.append(mid)
-                    nxt += [(lo, mid), (mid, hi)]
-            spans = nxt
-        return {xs[i]: r for r, i in enumerate(order)}
+        return {xs[i]: r for r, i in enumerate(bisection_order(len(xs)))}
 
     rb, rc = ranks(batches), ranks(contexts)
     grid = [(b, c) for b in sorted(set(batches)) for c in sorted(set(contexts))]

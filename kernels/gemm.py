@@ -96,21 +96,24 @@ _MAX_ELEMENTS = 2**31 - 1  # the kernel computes offsets in int32
 
 
 @triton.jit
-def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
-                   stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
-                   UPCAST: tl.constexpr = False):
+def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     # Grouped order: GROUP_M row-blocks of C are computed back to back, so the column-blocks of B they
-    # share are still in L2 when the next row-block needs them.
-    pid = tl.program_id(0)
+    # share are still in L2 when the next row-block needs them. Returns the (row, column) block of program pid.
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     per_group = GROUP_M * num_pid_n
     first_m = (pid // per_group) * GROUP_M
     group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + ((pid % per_group) % group_m)
-    pid_n = (pid % per_group) // group_m
+    return first_m + ((pid % per_group) % group_m), (pid % per_group) // group_m
+
+
+@triton.jit
+def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
+                   stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
+                   UPCAST: tl.constexpr = False):
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     # Rows/columns past the edge wrap onto valid ones, so the loads need no M/N mask (their results are
     # discarded by the masked store); only the K tail is masked, and only when K % BLOCK_K != 0.
@@ -150,14 +153,7 @@ def _matmul_tma_kernel(a_desc, b_desc, c_ptr, scale_a, scale_b, M, N, K, stride_
                        UPCAST: tl.constexpr = False):
     # a_desc: A (M, K) row-major; b_desc: the weight W (N, K) row-major, i.e. B = Wᵀ column-major. Tiles past
     # an edge (M, N or the K tail) are zero-filled by the TMA unit, so the loop needs no masks.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_pid_n
-    first_m = (pid // per_group) * GROUP_M
-    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + ((pid % per_group) % group_m)
-    pid_n = (pid % per_group) // group_m
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     off_m = pid_m * BLOCK_M
     off_n = pid_n * BLOCK_N
 
