@@ -386,13 +386,17 @@ def test_bad_usage_is_one_line_exit_2(capsys, tmp_path, args, needle):
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def _cli_files(tmp_path):
+    """A measured CPU profile, the tiny model as a JSON file, and an output directory."""
+    prof, model = tmp_path / "profile.json", tmp_path / "tiny.json"
+    P.save(_measured_cpu(), prof)
+    model.write_text(TINY_DENSE.model_dump_json())
+    return prof, model, tmp_path / "v"
+
+
 def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
-    prof = tmp_path / "profile.json"
-    P.save(_measured_cpu(), prof)
-    model = tmp_path / "tiny.json"
-    model.write_text(TINY_DENSE.model_dump_json())
-    out = tmp_path / "v"
+    prof, model, out = _cli_files(tmp_path)
     code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
                                 "--batch", "2", "--context", "9", "--min-time", "0.001", "--out", str(out), "--json")
     assert code == 0, err
@@ -407,11 +411,7 @@ def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
 
 def test_cli_sigterm_writes_the_points_measured(capsys, tmp_path, monkeypatch):
     _fake_points(monkeypatch, interrupt_at=2)
-    prof = tmp_path / "profile.json"
-    P.save(_measured_cpu(), prof)
-    model = tmp_path / "tiny.json"
-    model.write_text(TINY_DENSE.model_dump_json())
-    out = tmp_path / "v"
+    prof, model, out = _cli_files(tmp_path)
     code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
                                 "--batch", "1,2,3", "--context", "9", "--out", str(out), "--json", "--budget", "600")
     assert code == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err
