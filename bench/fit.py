@@ -104,3 +104,15 @@ def try_fit(points: Iterable[tuple[float, float]]) -> AlphaBeta | None:
         return fit_alpha_beta(points)
     except FitError:
         return None
+
+
+def geometric_sizes(lo: int, top: int, step: int) -> list[int]:
+    """The sizes of a latency-bandwidth sweep: lo, lo·step, lo·step², … up to ``top``, and ``top`` itself always
+    (the largest size sets the bandwidth); empty when ``top`` < ``lo``."""
+    out, s = [], lo
+    while s <= top:
+        out.append(s)
+        s *= step
+    if out and out[-1] != top:
+        out.append(top)
+    return out

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 
 from bench import checks
+from bench.fit import geometric_sizes
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
 
@@ -128,13 +129,7 @@ def message_sizes(is_cuda: bool, quick: bool) -> list[int]:
     """Bytes per rank: GPU 1 KiB … 1 GiB, CPU 1 KiB … 4 MiB (full: 64 MiB); ×4 steps quick, ×2 full."""
     top = GIB if is_cuda else (4 * MIB if quick else 64 * MIB)
     step = 4 if quick else 2
-    out, s = [], KIB
-    while s <= top:
-        out.append(s)
-        s *= step
-    if out[-1] != top:
-        out.append(top)
-    return out
+    return geometric_sizes(KIB, top, step)
 
 
 def expert_owner(expert: int, experts: int, world_size: int) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from bench import checks
-from bench.fit import try_fit
+from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
 
@@ -51,13 +51,7 @@ def message_sizes(on_gpu: bool, quick: bool) -> list[int]:
         top, step = (1 << 28, 4) if quick else (1 << 30, 2)
     else:
         top, step = (1 << 19, 16) if quick else (1 << 23, 4)
-    out, s = [], 8
-    while s <= top:
-        out.append(s)
-        s *= step
-    if out[-1] != top:
-        out.append(top)
-    return out
+    return geometric_sizes(8, top, step)
 
 
 def _world_sizes(ctx: RunContext) -> list[int]:

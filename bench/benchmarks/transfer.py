@@ -43,7 +43,7 @@ import math
 import torch
 
 from bench import checks
-from bench.fit import try_fit
+from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
 from bench.telemetry import PCIE_LANE_Bps, PCIE_SOURCE, pcie_rate_Bps  # noqa: F401 - the one PCIe table
@@ -58,14 +58,7 @@ NO_DEVICE = "no GPU: host↔device copies need a CUDA device (CPU mode has no ho
 def sizes(quick: bool, max_bytes: int = MAX_BYTES, step: int | None = None) -> list[int]:
     """4 KiB ... 1 GiB: powers of 4 in a quick sweep, powers of 2 in a full one (or every ``step``×); the
     largest size is always included."""
-    step = step or (4 if quick else 2)
-    out, s = [], MIN_BYTES
-    while s <= max_bytes:
-        out.append(s)
-        s *= step
-    if out[-1] != max_bytes and max_bytes >= MIN_BYTES:
-        out.append(max_bytes)
-    return out
+    return geometric_sizes(MIN_BYTES, max_bytes, step or (4 if quick else 2))
 
 
 # -- NVML (through bench.telemetry, the one NVML adapter): the link this GPU sits on ------------------------
