@@ -89,17 +89,24 @@ def _rows_ok(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a 2-D tensor with contiguous rows")
 
 
+def _out_rows(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``out`` (or a new one): n rows of ``like``'s width, dtype and device, rows contiguous."""
+    H = like.shape[1]
+    if out is None:
+        out = torch.empty((n, H), dtype=like.dtype, device=like.device)
+    _rows_ok(out, "out")
+    if out.shape != (n, H) or out.dtype != like.dtype:
+        raise ValueError(f"out must be [{n}, {H}] of {like.dtype}")
+    return out
+
+
 def triton_permute(x: torch.Tensor, src_rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """out[i] = x[src_rows[i]] (rows of ``x`` gathered into expert order)."""
     _rows_ok(x, "x")
     if src_rows.dim() != 1 or src_rows.device != x.device:
         raise ValueError("src_rows must be a 1-D index tensor on x's device")
     n, H = src_rows.numel(), x.shape[1]
-    if out is None:
-        out = torch.empty((n, H), dtype=x.dtype, device=x.device)
-    _rows_ok(out, "out")
-    if out.shape != (n, H) or out.dtype != x.dtype:
-        raise ValueError(f"out must be [{n}, {H}] of {x.dtype}")
+    out = _out_rows(out, n, x)
     if n == 0:
         return out
     if x.is_cuda:
@@ -143,11 +150,7 @@ def triton_unpermute(y: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor,
         raise ValueError("pos and weights must be contiguous")
     T, k = pos.shape
     H = y.shape[1]
-    if out is None:
-        out = torch.empty((T, H), dtype=y.dtype, device=y.device)
-    _rows_ok(out, "out")
-    if out.shape != (T, H) or out.dtype != y.dtype:
-        raise ValueError(f"out must be [{T}, {H}] of {y.dtype}")
+    out = _out_rows(out, T, y)
     if T == 0:
         return out
     if y.is_cuda:
