@@ -72,14 +72,6 @@ def _kernel(name: str, measured: float | None, reference: float | None, threshol
     return Check("kernel", name, "pass" if r >= threshold else "miss", measured, reference, r, threshold, unit, how)
 
 
-def _best(points, key):
-    best = None
-    for p in points:
-        if best is None or key(p) > key(best):
-            best = p
-    return best
-
-
 def evaluate(profile: Profile, spec: Profile | None = None) -> list[Check]:
     """Every check, in a fixed order; a quantity the profile lacks gives an ``n/a`` check saying so."""
     gpu = profile.device.backend == "cuda"
@@ -101,8 +93,8 @@ def evaluate(profile: Profile, spec: Profile | None = None) -> list[Check]:
     interp = "CPU mode: Triton runs in the interpreter (correctness only, never timed)"
     # Triton copy vs torch copy_: the best beyond-cache point of each
     copies = [p for p in profile.curves.hbm if p.op == "copy" and p.beyond_cache]
-    tri = _best([p for p in copies if p.impl == "triton"], lambda p: p.bandwidth_Bps)
-    tor = _best([p for p in copies if p.impl == "torch"], lambda p: p.bandwidth_Bps)
+    tri = max([p for p in copies if p.impl == "triton"], key=lambda p: p.bandwidth_Bps, default=None)
+    tor = max([p for p in copies if p.impl == "torch"], key=lambda p: p.bandwidth_Bps, default=None)
     checks.append(_kernel(
         "Triton copy vs torch copy_", tri and tri.bandwidth_Bps, tor and tor.bandwidth_Bps, TRITON_COPY_OF_TORCH,
         "B/s", "best beyond-cache copy of each" + (f" (Triton {tri.dtype} at {tri.working_set_bytes / 1e9:.2f} GB)"
@@ -110,8 +102,8 @@ def evaluate(profile: Profile, spec: Profile | None = None) -> list[Check]:
         interp if not gpu else "needs both Triton and torch copy points beyond the cache"))
     # Triton bf16 matmul vs cuBLAS: the peak of each over every shape measured
     mm = [p for p in profile.curves.matmul if p.dtype == "bfloat16"]
-    tri_m = _best([p for p in mm if p.impl == "triton"], lambda p: p.flops)
-    tor_m = _best([p for p in mm if p.impl == "torch"], lambda p: p.flops)
+    tri_m = max([p for p in mm if p.impl == "triton"], key=lambda p: p.flops, default=None)
+    tor_m = max([p for p in mm if p.impl == "torch"], key=lambda p: p.flops, default=None)
     checks.append(_kernel(
         "Triton bf16 matmul vs cuBLAS", tri_m and tri_m.flops, tor_m and tor_m.flops, TRITON_MATMUL_OF_CUBLAS,
         "FLOP/s", "peak of each" + (f" (Triton at {tri_m.M}x{tri_m.N}x{tri_m.K}, cuBLAS at "
@@ -120,8 +112,8 @@ def evaluate(profile: Profile, spec: Profile | None = None) -> list[Check]:
     # decode attention at the reference point
     dec = [p for p in profile.curves.decode if all(getattr(p, k) == v for k, v in DECODE_POINT.items())]
     where = "{batch} x {context}, GQA {q_heads}q/{kv_heads}kv x {head_dim}, {dtype}".format(**DECODE_POINT)
-    tri_d = _best([p for p in dec if p.impl == "triton"], lambda p: p.bandwidth_Bps)
-    sdpa = _best([p for p in dec if p.impl != "triton"], lambda p: p.bandwidth_Bps)
+    tri_d = max([p for p in dec if p.impl == "triton"], key=lambda p: p.bandwidth_Bps, default=None)
+    sdpa = max([p for p in dec if p.impl != "triton"], key=lambda p: p.bandwidth_Bps, default=None)
     missing_d = interp if not gpu else f"needs the Triton decode point at {where}"
     checks.append(_kernel(
         "Triton decode attention vs measured copy", tri_d and tri_d.bandwidth_Bps, pk.copy_bandwidth_Bps,
