@@ -25,9 +25,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -967,7 +968,7 @@ def _run_probe(name: str, fn: ProbeFn, target: Any, quick: bool, dev: tel.NvmlDe
     try:
         with sampler:
             out = fn(target, quick)
-    except Exception as e:  # noqa: BLE001 - a probe that cannot run is a verdict, not a crash
+    except Exception as e:
         msg = " ".join(str(e).split())
         res.error = f"{type(e).__name__}: {msg[:200]}"
         out = {}
@@ -989,7 +990,7 @@ def _prime(target: Any) -> None:
         a = torch.ones((256, 256), dtype=torch.bfloat16, device=target.torch_device)
         torch.mm(a, a)
         target.synchronize()
-    except Exception:  # noqa: BLE001 - a GPU that cannot do this fails the probes, which say why
+    except Exception:
         pass
 
 
@@ -998,7 +999,7 @@ def _empty_cuda_cache() -> None:
         import torch
 
         torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - only frees memory between probes
+    except Exception:
         pass
 
 

@@ -16,8 +16,8 @@ The fit's quality is stated with it: the median and the largest relative residua
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 
 class FitError(ValueError):

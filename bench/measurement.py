@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,7 +61,7 @@ class TimingRecord(BaseModel):
     noisy: bool
 
     @classmethod
-    def of(cls, t: Timing) -> "TimingRecord":
+    def of(cls, t: Timing) -> TimingRecord:
         return cls(**t.as_dict())
 
 

@@ -152,7 +152,7 @@ class ModelSpec(BaseModel):
     source: str = ""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelSpec":
+    def _consistent(self) -> ModelSpec:
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.family == "moe":
@@ -220,7 +220,8 @@ class ModelSpec(BaseModel):
     def computed_total_params(self) -> int:
         return (self.layers * self.attention_params_per_layer
                 + self.dense_layer_count * 3 * self.hidden * (self.ffn_intermediate or 0)
-                + self.moe_layers * (self.shared_experts * self.expert_params + self.hidden * (self.routed_experts or 0))
+                + self.moe_layers * (self.shared_experts * self.expert_params
+                                     + self.hidden * (self.routed_experts or 0))
                 + self.routed_expert_params
                 + self.vocab * self.hidden * (1 if self.tied_embeddings else 2))
 
@@ -317,7 +318,7 @@ class ModelSpec(BaseModel):
         return total + k["per_step"] + (k["tp_logits_gather"] if tp > 1 else 0)
 
     # ------------------------------------------------------------------------------------ the step's GEMMs
-    def matmuls(self) -> list["Matmul"]:
+    def matmuls(self) -> list[Matmul]:
         """The weight matmuls of one decode step, one entry per weight shape (``count`` of them per step), as a
         serving stack fuses them (one QKV, one gate+up): what the roofline model looks up a measured GEMM rate for,
         at each GEMM's own (N, K) rather than one shape for all. Their weights add up to the parameter count:
@@ -375,7 +376,8 @@ PRESETS: dict[str, ModelSpec] = {m.name: m for m in [
               total_params=46.7e9, active_params=12.9e9, source=_SRC + "; every layer MoE"),
     ModelSpec(name="qwen3-30b-a3b", family="moe", layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128,
               moe_intermediate=768, routed_experts=128, experts_per_token=8, vocab=151936,
-              total_params=30.5e9, active_params=3.3e9, source=_SRC + "; every layer MoE; head_dim 128 != hidden/heads"),
+              total_params=30.5e9, active_params=3.3e9,
+              source=_SRC + "; every layer MoE; head_dim 128 != hidden/heads"),
     ModelSpec(name="qwen3-235b-a22b", family="moe", layers=94, hidden=4096, heads=64, kv_heads=4, head_dim=128,
               moe_intermediate=1536, routed_experts=128, experts_per_token=8, vocab=151936,
               total_params=235e9, active_params=22e9, source=_SRC + "; every layer MoE"),

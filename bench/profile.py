@@ -648,7 +648,7 @@ def validate(data: Any, where: str = "profile") -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile must be a JSON object")
     ver = data.get("schema_version")
-    if ver != SCHEMA_VERSION:
+    if type(ver) is not int or ver != SCHEMA_VERSION:  # 1.0 and true are not the integer 1
         raise ProfileError(f"{where}: schema_version {ver!r} is not supported (this rooflab reads {SCHEMA_VERSION})")
     try:
         return Profile.model_validate(data)

@@ -53,9 +53,11 @@ first (``bench.profile.with_spec``) for what was not measured (links, price, oth
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from . import models as M
 from . import profile as P
@@ -90,7 +92,7 @@ class Deployment:
     attention_impl: str | None = None
     phase_split: bool = False  # step time by phases (GEMMs, then attention), each under its own roofline
 
-    def resolved(self, model: ModelSpec) -> "Deployment":
+    def resolved(self, model: ModelSpec) -> Deployment:
         """Checked and completed; RooflineError with one line if it does not add up."""
         for k in ("tp", "ep"):
             v = getattr(self, k)
@@ -131,7 +133,7 @@ def interp_log(points: Iterable[tuple[float, float]], x: float) -> float | None:
         return pts[0][1]
     if x >= pts[-1][0]:
         return pts[-1][1]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         if x0 <= x <= x1:
             if x1 == x0:
                 return max(y0, y1)
@@ -552,7 +554,8 @@ class Roofline:
     def resident_bytes_per_gpu(self) -> float:
         """Weights held by one GPU: the non-expert part / tp, the experts / gpus."""
         m = self.model
-        return (m.params - m.routed_expert_params) * self.wb / self.dep.tp + m.routed_expert_params * self.eb / self.dep.gpus
+        return ((m.params - m.routed_expert_params) * self.wb / self.dep.tp
+                + m.routed_expert_params * self.eb / self.dep.gpus)
 
     def weight_bytes_per_gpu(self, tokens: float) -> float:
         m = self.model
@@ -747,7 +750,7 @@ class Estimate:
     rows: list[StepEstimate]
     prefill: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    spec: "Estimate | None" = None  # the same on the card's spec sheet, beside a measured estimate
+    spec: Estimate | None = None  # the same on the card's spec sheet, beside a measured estimate
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("rows", "spec")}
@@ -846,7 +849,7 @@ def batch_grid(max_batch: int, steps_per_octave: int = 4) -> list[int]:
     """1 … max_batch on a geometric grid (and max_batch itself)."""
     out, x = set(), 1.0
     while x <= max_batch:
-        out.add(int(round(x)))
+        out.add(round(x))
         x *= 2 ** (1 / steps_per_octave)
     out.add(max_batch)
     return sorted(b for b in out if b >= 1)

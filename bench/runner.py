@@ -51,15 +51,15 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import measurement as meas
 from . import profile as prof
-from . import registry
-from . import telemetry
+from . import registry, telemetry
 from .measurement import Measurement
 from .registry import RunContext
 from .target import Target
@@ -441,7 +441,7 @@ class _Signals:
         self.raise_on_abandon = False  # in-process mode: interrupt the point itself
         self._old: dict = {}
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         if self.enabled:
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)

@@ -64,7 +64,8 @@ class Target:
         if not self.is_cuda:
             return False, "fp8 matmul needs a CUDA GPU"
         if self.capability is None or self.capability < (8, 9):
-            return False, f"fp8 needs compute capability >= 8.9 (this GPU is sm_{''.join(map(str, self.capability or (0, 0)))})"
+            sm = "".join(map(str, self.capability or (0, 0)))
+            return False, f"fp8 needs compute capability >= 8.9 (this GPU is sm_{sm})"
         return True, ""
 
     def synchronize(self) -> None:

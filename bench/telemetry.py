@@ -26,7 +26,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -274,7 +275,7 @@ class NvmlDevice:
             except TypeError as e:  # an older binding with another signature: try the next call
                 why = f"{name}: {e}"
                 continue
-            except Exception as e:  # noqa: BLE001 - NVML errors are classified, anything else recorded
+            except Exception as e:
                 code = getattr(e, "value", None)
                 if code == _FUNCTION_NOT_FOUND:
                     why = f"the driver has no {name}"
@@ -454,7 +455,7 @@ class XidWatcher:
         try:
             self._set = nv.nvmlEventSetCreate()
             nv.nvmlDeviceRegisterEvents(dev.handle, _EVENT_XID_CRITICAL, self._set)
-        except Exception as e:  # noqa: BLE001 - unsupported in many containers and on MIG: say why, go on
+        except Exception as e:
             code = getattr(e, "value", None)
             self.reason = ("XID events are not supported here" if code == _NOT_SUPPORTED else
                            "no permission to watch XID events" if code == _NO_PERMISSION else
@@ -473,7 +474,7 @@ class XidWatcher:
         for _ in range(1000):  # a storm of events must not hang the caller
             try:
                 data = nv.nvmlEventSetWait(self._set, 0)
-            except Exception as e:  # noqa: BLE001 - a timeout means the queue is empty
+            except Exception as e:
                 if getattr(e, "value", None) != _TIMEOUT:
                     self.reason = f"reading XID events failed: {e}"[:200]
                 break
@@ -485,7 +486,7 @@ class XidWatcher:
         if self._set is not None:
             try:
                 self.dev.nv.nvmlEventSetFree(self._set)
-            except Exception:  # noqa: BLE001 - freeing is best effort
+            except Exception:
                 pass
             self._set = None
 
@@ -497,11 +498,11 @@ class NvmlSession:
         self.nv = nv
         try:
             nv.nvmlInit()
-        except Exception as e:  # noqa: BLE001 - every way NVML can fail to start becomes one line
+        except Exception as e:
             raise Unavailable(_init_reason(e)) from None
         try:
             self.count = int(nv.nvmlDeviceGetCount())
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise Unavailable(f"NVML cannot count GPUs: {e}") from None
         self._devices: dict[str, NvmlDevice] = {}
 
@@ -510,7 +511,7 @@ class NvmlSession:
         for i in range(self.count):
             try:
                 out.append(_text(self.nv.nvmlDeviceGetName(self.nv.nvmlDeviceGetHandleByIndex(i))) or f"GPU {i}")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 out.append(f"GPU {i}")
         return out
 
@@ -531,7 +532,7 @@ class NvmlSession:
                     if _norm_uuid(nv.nvmlDeviceGetUUID(h)) == want:
                         dev = NvmlDevice(nv, h, i, "uuid")
                         break
-                except Exception:  # noqa: BLE001 - a GPU NVML cannot open is not ours
+                except Exception:
                     continue
         if dev is None:
             try:
@@ -541,7 +542,7 @@ class NvmlSession:
                     idx = _cuda_index(getattr(target, "torch_device", "cuda:0"))
                     dev = NvmlDevice(nv, nv.nvmlDeviceGetHandleByIndex(idx), idx,
                                      f"CUDA index {idx} (no UUID match; CUDA_VISIBLE_DEVICES may reorder GPUs)")
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise Unavailable(f"NVML cannot open the GPU: {e}") from None
         self._devices[key] = dev
         return dev
@@ -549,7 +550,7 @@ class NvmlSession:
     def close(self) -> None:
         try:
             self.nv.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - shutting down is best effort
+        except Exception:
             pass
 
 
@@ -574,7 +575,7 @@ def _init_reason(e: Exception) -> str:
 def load_pynvml() -> Any:
     try:
         import pynvml
-    except Exception as e:  # noqa: BLE001 - ImportError, or a broken install
+    except Exception as e:
         raise Unavailable(f"nvidia-ml-py is not importable ({type(e).__name__}): pip install nvidia-ml-py") from None
     return pynvml
 
@@ -636,7 +637,7 @@ class Sampler:
         self._t0 = self._t1 = None
         self._summary: TelemetrySummary | None = None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 
@@ -647,7 +648,7 @@ class Sampler:
         n = len(self.samples)
         try:
             self.samples.append(self.device.sample(processes=n % self.processes_every == 0))
-        except Exception as e:  # noqa: BLE001 - a sampler never takes a benchmark down
+        except Exception as e:
             self.device.errors["sample"] = f"{type(e).__name__}: {e}"[:200]
 
     def _loop(self) -> None:
@@ -655,20 +656,20 @@ class Sampler:
         while not self._stop.wait(self.interval_s):
             self._take()
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         if self.device is None or self._thread is not None:
             return self
         self.device.errors.clear()  # errors belong to a window; unsupported fields stay known for the device
         try:
             self.identity = self.device.identity()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.device.errors["identity"] = f"{type(e).__name__}: {e}"[:200]
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="rooflab-telemetry", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> "Sampler":
+    def stop(self) -> Sampler:
         if self._thread is None or self._stop.is_set():
             return self
         self._stop.set()
@@ -681,7 +682,7 @@ class Sampler:
         self._take()  # the state at the very end of the window
         try:
             self.health = self.device.health()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.device.errors["health"] = f"{type(e).__name__}: {e}"[:200]
         return self
 
@@ -719,7 +720,7 @@ def sampling(target: Any, *, interval_s: float | None = None,
         return Sampler(s.device_for(target), interval_s=interval_s or DEFAULT_INTERVAL_S)
     except Unavailable as e:
         return Sampler(None, reason=str(e))
-    except Exception as e:  # noqa: BLE001 - never let telemetry fail a run
+    except Exception as e:
         return Sampler(None, reason=f"NVML failed: {type(e).__name__}: {e}"[:200])
 
 
@@ -919,9 +920,34 @@ def brief(t: Any) -> str:
 
 
 __all__ = [
-    "BUSY_UTIL_PCT", "CLOCKS_EVENT_REASONS", "LIMITING_REASONS", "PCIE_LANE_Bps", "PCIE_SOURCE", "THROTTLE_SHARE",
-    "Conditions", "Health", "NvmlDevice", "NvmlSession", "RunTelemetry", "Sampler", "Stat", "TelemetrySummary",
-    "Unavailable", "XidWatcher", "brief", "decode_reasons", "load_pynvml", "parse", "pcie_rate_Bps",
-    "reset_session", "run_summary", "sampling", "session", "stat", "summarize", "summary_dict", "unavailable",
+    "BUSY_UTIL_PCT",
+    "CLOCKS_EVENT_REASONS",
+    "LIMITING_REASONS",
+    "PCIE_SOURCE",
+    "THROTTLE_SHARE",
+    "Conditions",
+    "Health",
+    "NvmlDevice",
+    "NvmlSession",
+    "PCIE_LANE_Bps",
+    "RunTelemetry",
+    "Sampler",
+    "Stat",
+    "TelemetrySummary",
+    "Unavailable",
+    "XidWatcher",
+    "brief",
+    "decode_reasons",
+    "load_pynvml",
+    "parse",
+    "pcie_rate_Bps",
+    "reset_session",
+    "run_summary",
+    "sampling",
+    "session",
+    "stat",
+    "summarize",
+    "summary_dict",
+    "unavailable",
     "under_load",
 ]

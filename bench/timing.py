@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 from .target import Target
 
@@ -151,7 +151,7 @@ _SPIN_HZ: list[float] = []  # spin-kernel cycles per second, calibrated once per
 
 def spin_cycles(seconds: float, hz: float) -> int:
     """Cycles of ``torch.cuda._sleep`` that keep the device busy for about ``seconds`` at ``hz`` cycles/s."""
-    return max(0, int(math.ceil(seconds * hz)))
+    return max(0, math.ceil(seconds * hz))
 
 
 def prime_lead_s(host_s: float) -> float:

@@ -58,9 +58,10 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from . import models as M
 from . import profile as P
@@ -630,7 +631,7 @@ def reference(net: Transformer, st: dict[str, Any], routes: list[Any], vocab_row
     import torch
 
     s, B, pos = net.spec, st["batch"], st["pos"]
-    Hq, Hkv, D, H = net.Hq, net.Hkv, net.D, net.H
+    Hq, Hkv, D = net.Hq, net.Hkv, net.D
     G = Hq // Hkv
     margin = ROUTE_MARGIN[net.dtype_name]
     x = st["x"].double()
@@ -1080,7 +1081,7 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: P.Profile
             except (RuntimeError, MemoryError) as e:  # could not be built after all (e.g. memory taken meanwhile)
                 oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower()
                 build_error = ("skipped" if oom else "failed",
-                               (f"weights do not fit: " if oom else f"building the model failed: {type(e).__name__}: ")
+                               ("weights do not fit: " if oom else f"building the model failed: {type(e).__name__}: ")
                                + (str(e).splitlines()[0][:160] if str(e) else ""))
             if build_error is not None:  # outside the except block: its traceback no longer holds the weights
                 gc.collect()
@@ -1150,7 +1151,8 @@ def _one_point(ctx, net: Transformer, model: ModelSpec, hw: R.Hardware, hw_spec:
     if need > free_bytes:
         pred, spec_pred = predictions(on_gpu, None)
         return make_row(model.name, model.layers, batch, context, pred=pred, spec=spec_pred, status="skipped",
-                        reason=f"needs ~{need / 1e9:.1f} GB beside the weights, over the {max(0.0, free_bytes) / 1e9:.1f}"
+                        reason=f"needs ~{need / 1e9:.1f} GB beside the weights, over the "
+                               f"{max(0.0, free_bytes) / 1e9:.1f}"
                                f" GB usable ({MEMORY_FRACTION:.0%} of memory, less the check scratch)", **common)
     oom_error = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
     failure = None

@@ -178,7 +178,7 @@ def _decode_stage2(
     den = tl.where(n > 0, tl.sum(w, 0), 1.0)
     acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
     o_base = part_o + b * stride_pb + hq * stride_ph
-    for s in range(0, n):
+    for s in range(n):
         ws = tl.exp2(tl.load(lse_base + s) - m)
         acc += ws * tl.load(o_base + s * stride_ps + d)
     res = tl.where(n > 0, acc / den, 0.0) * v_scale
@@ -239,7 +239,7 @@ class DecodeWorkspace:
 
     @classmethod
     def allocate(cls, batch: int, q_heads: int, head_dim: int, max_splits: int,
-                 device: torch.device | str) -> "DecodeWorkspace":
+                 device: torch.device | str) -> DecodeWorkspace:
         return cls(torch.empty(batch, q_heads, max_splits, head_dim, dtype=torch.float32, device=device),
                    torch.empty(batch, q_heads, max_splits, dtype=torch.float32, device=device))
 
@@ -250,7 +250,7 @@ class DecodeWorkspace:
                 and po.dtype == pl.dtype == torch.float32 and po.stride(-1) == 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 

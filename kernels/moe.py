@@ -17,7 +17,7 @@ up projections side by side, ``w2[e]`` [I, H] the down projection: MLP(x) = (sil
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import triton

@@ -1,8 +1,7 @@
 import pytest
 
-from bench import distributed
+from bench import distributed, timing
 from bench import profile as prof
-from bench import timing
 from bench.benchmarks import allreduce as B
 from bench.measurement import measured
 from bench.registry import RunContext

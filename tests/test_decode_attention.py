@@ -337,7 +337,7 @@ def test_cpu_sdpa_timing_rotates_through_copies(small_cpu_target, monkeypatch):
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
     point = {**TINY, "batch": 2, "context": 256}  # K+V 64 KB against a 1 MiB LLC: 32 copies
     ms = B.BENCHMARK.run_point(ctx, point)
-    sdpa = [m for m in ms if m.impl == "torch_sdpa"][0]
+    sdpa = next(m for m in ms if m.impl == "torch_sdpa")
     assert sdpa.status == "ok" and sdpa.check.passed
     n = B.rotation_copies(2 * 2 * 256 * 2 * 16 * 2, small_cpu_target.cache_bytes)
     assert n == 32 and f"rotated over {n} copies" in sdpa.cache
@@ -358,7 +358,7 @@ def test_sdpa_that_raises_is_a_failed_record(cpu_target, monkeypatch):
 
 
 def test_sdpa_backend_exclusion_runs():
-    q, kc, vc, sl, _ = _case(4, lens=[40, 40], dtype=torch.float32)
+    q, kc, vc, _sl, _ = _case(4, lens=[40, 40], dtype=torch.float32)
     k, v, gqa = K.sdpa_inputs(kc, vc, q.shape[1], context=40)
     a = K.sdpa_decode(q, k, v, enable_gqa=gqa)
     b = K.sdpa_decode(q, k, v, enable_gqa=gqa, exclude=("CUDNN_ATTENTION", "FLASH_ATTENTION"))

@@ -320,7 +320,7 @@ def test_doctor_on_the_lent_gpu(gpu_target):
 
     from rich.console import Console
 
-    from bench import cli_doctor
+    from bench.cli import doctor as cli_doctor
 
     t0 = time.monotonic()
     r = rooflab("doctor", "--quick", "--json")

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bench import cli
+from bench import cli, runner
 from bench import profile as prof
-from bench import runner
 
 WORDS = ["run", "--device", "cpu", "cuda", "tpu", "auto", "--only", "hbm", "gemm", "hbm,gemm", ",", "hbm,,x",
          "nope", "--quick", "--full", "--out", "--resume", "--force", "--min-time", "--seed", "--budget",
@@ -66,7 +65,7 @@ def _main(argv, capsys):
 @example(argv=["run", "--resume", "run1", "--json"])
 @example(argv=["run", "--seed", "99999999999999999999999"])
 def test_any_arguments_exit_0_or_2_with_one_line(sandbox, capsys, argv):
-    code, out, err = _main(argv, capsys)
+    code, _out, err = _main(argv, capsys)
     assert code in (0, 2), (argv, code, err)
     assert "Traceback" not in err and "internal error" not in err
     if code:

@@ -335,7 +335,8 @@ def test_tma_kernel_in_the_interpreter(dtype):
 def test_triton_fp8_kernel_in_the_interpreter():
     M, N, Kd = G.EDGE_SHAPES[-1]
     g = torch.Generator().manual_seed(11)
-    (xq, sx), (wq, sw) = K.quantize_fp8(torch.randn(M, Kd, generator=g)), K.quantize_fp8(torch.randn(N, Kd, generator=g))
+    (xq, sx) = K.quantize_fp8(torch.randn(M, Kd, generator=g))
+    (wq, sw) = K.quantize_fp8(torch.randn(N, Kd, generator=g))
     out = checks.poison(torch.empty(M, N, dtype=torch.bfloat16))
     K.triton_matmul_fp8(xq, wq.t(), sx, sw, out)
     ref = (xq.double() * sx.double()) @ (wq.double() * sw.double()).t()

@@ -99,7 +99,7 @@ def test_broken_kernel_yields_failure_not_number(small_cpu_target, monkeypatch):
     monkeypatch.setattr(K, "torch_copy", lambda src, dst: dst.copy_(src * 1.001))
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
     ms = B.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
-    bad = [m for m in ms if m.kernel == "copy" and m.impl == "torch"][0]
+    bad = next(m for m in ms if m.kernel == "copy" and m.impl == "torch")
     assert bad.status == "failed" and bad.bandwidth_Bps is None and bad.timing is None
 
 
@@ -107,7 +107,7 @@ def test_unwritten_output_is_caught(small_cpu_target, monkeypatch):
     monkeypatch.setattr(K, "torch_write", lambda dst, v: dst[: dst.numel() - 1].fill_(v))
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
     ms = B.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
-    bad = [m for m in ms if m.kernel == "write" and m.impl == "torch"][0]
+    bad = next(m for m in ms if m.kernel == "write" and m.impl == "torch")
     assert bad.status == "failed" and "not finite" in bad.reason
 
 

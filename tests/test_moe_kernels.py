@@ -110,10 +110,10 @@ def test_grouped_schedule_covers_every_row_once():
 
 @pytest.mark.parametrize("impl", ["triton", "torch"])
 def test_grouped_mlp_and_moe_layer_match_float64(impl):
-    T, H, E, k, I = 9, 37, 5, 2, 19
+    T, H, E, k, inter = 9, 37, 5, 2, 19
     g, x, ids, w = _case(T, H, E, k, seed=6)
-    w13 = torch.randn(E, H, 2 * I, generator=g) / H ** 0.5
-    w2 = torch.randn(E, I, H, generator=g) / I ** 0.5
+    w13 = torch.randn(E, H, 2 * inter, generator=g) / H ** 0.5
+    w2 = torch.randn(E, inter, H, generator=g) / inter ** 0.5
     src, pos, counts = K.sort_by_expert(ids, E)
     xs = K.triton_permute(x, src)
     ys = K.grouped_mlp(xs, counts.tolist(), w13, w2, impl)
@@ -151,15 +151,15 @@ def test_compiled_kernels_on_the_gpu(gpu_target, dtype):
     bf16 as a2a times them, fp32 with IEEE dots (no TF32) and configs that may not fit in shared memory."""
     dev = gpu_target.torch_device
     g = torch.Generator(device=dev).manual_seed(3)
-    T, H, E, k, I = 300, 520, 6, 2, 136
+    T, H, E, k, inter = 300, 520, 6, 2, 136
     x = torch.randn(T, H, device=dev, generator=g).to(dtype)
     ids, w = K.route(torch.randn(T, E, device=dev, generator=g), k)
-    src, pos, counts = K.sort_by_expert(ids, E)
+    src, pos, _counts = K.sort_by_expert(ids, E)
     xs = checks.poison(torch.empty(T * k, H, device=dev, dtype=dtype))
     K.triton_permute(x, src, xs)
     assert torch.equal(xs, x[src])
-    w13 = (torch.randn(E, H, 2 * I, device=dev, generator=g) / H ** 0.5).to(dtype)
-    w2 = (torch.randn(E, I, H, device=dev, generator=g) / I ** 0.5).to(dtype)
+    w13 = (torch.randn(E, H, 2 * inter, device=dev, generator=g) / H ** 0.5).to(dtype)
+    w2 = (torch.randn(E, inter, H, device=dev, generator=g) / inter ** 0.5).to(dtype)
     tol = checks.tolerance(dtype) if dtype == torch.bfloat16 else 1e-5
     for rows in (xs, xs[:40]):  # ~100 rows per expert, then a handful
         cnt = torch.bincount(ids.reshape(-1)[pos.reshape(-1).argsort()][:rows.shape[0]], minlength=E).tolist()

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from bench import checks
+from bench import checks, timing
 from bench import profile as prof
-from bench import timing
 from bench.benchmarks import overhead as B
 from bench.measurement import measured
 from bench.registry import RunContext
@@ -51,7 +50,7 @@ def test_broken_kernels_yield_failures_not_numbers(cpu_target, monkeypatch):
     monkeypatch.setattr(K, "torch_tiny", lambda x, out: out)  # never writes: the poison stays
     monkeypatch.setattr(K, "triton_noop", lambda marker, value: marker)
     for p in B.BENCHMARK.sweep(ctx)[:2]:
-        launch = [m for m in B.BENCHMARK.run_point(ctx, p) if m.kernel == "launch"][0]
+        launch = next(m for m in B.BENCHMARK.run_point(ctx, p) if m.kernel == "launch")
         assert launch.status == "failed" and launch.timing is None and not launch.timed
 
 
@@ -67,7 +66,7 @@ def test_summary_names_each_cost_and_keeps_the_spread():
     s = B.BENCHMARK.summarize(recs, {})["overheads"]
     assert s["launch_s"] == 4.1e-6 and s["graph_launch_s"] == 1.3e-6 and s["sync_s"] == 1.8e-5
     assert s["host_launch_s"] == 3.2e-6 and s["triton_launch_s"] == 9.5e-6
-    launch = [c for c in s["costs"] if c["name"] == "launch" and c["impl"] == "torch"][0]
+    launch = next(c for c in s["costs"] if c["name"] == "launch" and c["impl"] == "torch")
     assert launch["p10_s"] < launch["median_s"] < launch["p90_s"]
     o = prof.Overheads.model_validate(s)
     assert o.launch_s == 4.1e-6 and len(o.costs) == 5

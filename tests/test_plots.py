@@ -38,14 +38,17 @@ def gpu_like(rd: D.ReportData | None = None) -> D.ReportData:
                  for b in (1, 8, 64) for c in (512, 4096, 32768)
                  for impl, layout, eff in (("triton", "contiguous", 1.0), ("triton", "paged", 0.95),
                                            ("torch_sdpa", "contiguous", 0.6))]
-    rd.decode.append(D.DecodeRow(64, 4096, 2.5e12, "gpt-oss-120b (64q/8kv ×64)", "triton", "bfloat16", 0.8, "contiguous"))
+    rd.decode.append(D.DecodeRow(64, 4096, 2.5e12, "gpt-oss-120b (64q/8kv ×64)", "triton", "bfloat16", 0.8,
+                                 "contiguous"))
     rd.a2a = [D.A2ARow(s, w, 360e9 * s / (s + 2**20), "nccl") for w in (2, 8) for s in (2**12, 2**20, 2**28)]
-    rd.roof_points += [D.RoofPoint("matmul", "torch matmul", m.dtype, m.M * m.N * m.K / (m.M * m.K + m.K * m.N + m.M * m.N),
-                                   m.flops) for m in rd.matmul]
+    rd.roof_points += [D.RoofPoint("matmul", "torch matmul", m.dtype,
+                                   m.M * m.N * m.K / (m.M * m.K + m.K * m.N + m.M * m.N), m.flops)
+                       for m in rd.matmul]
     rd.comparisons = D._comparisons(rd)
     rd.pareto = D.Pareto("llama-3.1-8b", 8192, [
         D.ParetoCurve(card, f"{card} ({'measured' if meas else 'spec'})", meas,
-                      [dict(batch=b, tokens_per_s_per_user=bw / (16e9 + b * 1e9), tokens_per_s_per_gpu=b * bw / (16e9 + b * 1e9),
+                      [dict(batch=b, tokens_per_s_per_user=bw / (16e9 + b * 1e9),
+                            tokens_per_s_per_gpu=b * bw / (16e9 + b * 1e9),
                             usd_per_mtok=usd / 3600 / (b * bw / (16e9 + b * 1e9)) * 1e6, bound="memory")
                        for b in (1, 8, 64, 512)])
         for card, bw, meas, usd in (("h100-sxm", 3.1e12, True, 3.0), ("h100-sxm", 3.35e12, False, 3.0),
@@ -128,7 +131,7 @@ def test_plots_of_nothing_measured_are_absent():
     rd = D.build(p, [])
     for name, (_t, fn) in PL.PLOTS.items():
         assert fn(rd) is None, name
-    assert PL.render_all(rd) == {name: None for name in PL.PLOTS}
+    assert PL.render_all(rd) == dict.fromkeys(PL.PLOTS)
     assert PL.pareto_figure(D.Pareto("m", 1, [D.ParetoCurve("h100-sxm", "x", True, [])])) is None
 
 

@@ -206,7 +206,8 @@ def random_models(draw):
         spec = M.ModelSpec(family="dense", ffn_intermediate=draw(st.integers(64, 65536)), **base)
     else:
         experts = draw(st.integers(2, 256))
-        spec = M.ModelSpec(family="moe", routed_experts=experts, experts_per_token=draw(st.integers(1, min(8, experts))),
+        spec = M.ModelSpec(family="moe", routed_experts=experts,
+                           experts_per_token=draw(st.integers(1, min(8, experts))),
                            moe_intermediate=draw(st.integers(64, 8192)), shared_experts=draw(st.integers(0, 2)), **base)
     return spec
 

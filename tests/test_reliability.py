@@ -12,9 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import _fakebench as F
 import pytest
 
-import _fakebench as F
 from bench import measurement as meas
 from bench import profile as prof
 from bench import runner

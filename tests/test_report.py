@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_plots import FIXTURE, gpu_like
 
 from bench import measurement as M
 from bench import profile as P
 from bench import runner
-from bench.report import build, data as D, html as H, markdown as MD
-from test_plots import FIXTURE, gpu_like
+from bench.report import build
+from bench.report import data as D
+from bench.report import html as H
+from bench.report import markdown as MD
 
 EVIL = '<script>alert("x")</script> & <img src="http://evil.example/x.png"> | *bold* [a](https://evil.example)'
 
@@ -144,7 +147,8 @@ def test_gpu_like_report_has_every_section(tmp_path):
     rd = gpu_like()
     rd.health = [{"check": "HBM bandwidth", "status": "PASS", "value": 3.1e12, "reason": "93% of spec"}]
     rd.telemetry = {"status": "ok", "points": 40, "sm_clock_Hz": {"min": 1.755e9, "median": 1.98e9, "max": 1.98e9},
-                    "power_W": {"min": 80.0, "median": 650.0, "max": 699.0}, "clocks_event_share": {"sw_power_cap": 0.25},
+                    "power_W": {"min": 80.0, "median": 650.0, "max": 699.0},
+                    "clocks_event_share": {"sw_power_cap": 0.25},
                     "peak_conditions": {"matmul_flops.bfloat16": {
                         "measurement": "gemm torch 8192³", "throttled": True, "throttle_reasons": ["sw_power_cap"],
                         "sm_clock_Hz": {"min": 1.6e9, "median": 1.7e9, "max": 1.98e9}}}}
@@ -242,6 +246,7 @@ def test_compare_plot(tmp_path):
 
 
 def test_report_unknown_model_or_card_is_exit_2(tmp_path):
-    for args, needle in ((["--model", "no-such-model"], "unknown model"), (["--cards", "no-such-card"], "unknown profile")):
+    for args, needle in ((["--model", "no-such-model"], "unknown model"),
+                         (["--cards", "no-such-card"], "unknown profile")):
         r = rooflab("report", str(FIXTURE), "--out", str(tmp_path), *args)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

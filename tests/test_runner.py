@@ -7,11 +7,11 @@ import os
 import signal
 import threading
 
+import _fakebench as F
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import _fakebench as F
 from bench import measurement as meas
 from bench import runner
 from bench.runner import RunError
@@ -188,7 +188,8 @@ def test_budget_skips_what_does_not_fit_and_resume_measures_it(tmp_path, monkeyp
 def test_resume_refuses_other_settings(tmp_path, monkeypatch, cpu_target):
     F.install(monkeypatch, tmp_path, "f_ok", "f_ok2")
     runner.run(["f_ok"], cpu_target, tmp_path / "o", isolate=False)
-    for kw, word in [({"seed": 1}, "seed"), ({"quick": False}, "quick"), ({"selection": ["f_ok", "f_ok2"]}, "selection")]:
+    for kw, word in [({"seed": 1}, "seed"), ({"quick": False}, "quick"),
+                     ({"selection": ["f_ok", "f_ok2"]}, "selection")]:
         args = {"selection": ["f_ok"], **kw}
         sel = args.pop("selection")
         with pytest.raises(RunError, match=word):

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_quick_pageable_sizes_step_by_16_and_keep_the_largest():
 def test_size_sweep_spans_4kib_to_1gib():
     q, f = B.sizes(quick=True), B.sizes(quick=False)
     assert q[0] == f[0] == 4096 and q[-1] == f[-1] == 1 << 30
-    assert all(b == 4 * a for a, b in zip(q, q[1:])) and all(b == 2 * a for a, b in zip(f, f[1:]))
+    assert all(b == 4 * a for a, b in itertools.pairwise(q)) and all(b == 2 * a for a, b in itertools.pairwise(f))
     capped = B.sizes(quick=True, max_bytes=1 << 21)
     assert capped[-1] == 1 << 21 and capped == sorted(set(capped))
 

@@ -117,7 +117,7 @@ def test_run_summary_prints_the_verdict_lines():
     prof = _gpu_profile(hbm=[_hbm("copy", "torch", 2.90e12), _hbm("copy", "triton", 2.95e12)])
     prof = prof.model_copy(update={"card": "h100-sxm"})
     con = Console(record=True, width=200)
-    cli._verdict(con, prof)
+    cli.run._verdict(con, prof)
     out = con.export_text()
     assert "verdict: card: PASS (3/3 at spec targets); kernels: 1/1 reach their targets" in out
     assert "PASS memory bandwidth, best kernel: 94.0% (needs 92%)" in out

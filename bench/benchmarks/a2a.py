@@ -386,14 +386,14 @@ def _local_case(K, op: str, shape: MoEShape, T: int, dtype, device: str, gen) ->
                         fns={"triton": lambda: K.triton_unpermute(y, pos, w, o),
                              "torch": lambda: K.torch_unpermute(y, pos, w, o)})
         return case
-    E, I = shape.local_experts, shape.intermediate
+    E, inter = shape.local_experts, shape.intermediate
     rows = T * k
     # the rows this GPU's experts receive, spread by a uniform router: a multinomial draw per row
     pick = torch.randint(0, E, (rows,), device=device, generator=gen)
     counts = torch.bincount(pick, minlength=E).tolist()
     x = checks.random_tensor((rows, H), dtype, device, gen)
-    w13 = checks.random_tensor((E, H, 2 * I), dtype, device, gen, scale=1 / math.sqrt(H))
-    w2 = checks.random_tensor((E, I, H), dtype, device, gen, scale=1 / math.sqrt(I))
+    w13 = checks.random_tensor((E, H, 2 * inter), dtype, device, gen, scale=1 / math.sqrt(H))
+    w2 = checks.random_tensor((E, inter, H), dtype, device, gen, scale=1 / math.sqrt(inter))
     sched = K.grouped_schedule(counts, K.grouped_block_m(x), device)
     o = torch.empty((rows, H), dtype=dtype, device=device)
     case.update(active=sum(1 for c in counts if c), out=o,
@@ -547,9 +547,9 @@ def _rank_tokens(K, shape: MoEShape, T: int, dtype, device: str, seed: int, rank
 def _expert_weights(shape: MoEShape, e: int, dtype, device: str, seed: int):
     """Expert e's (w13 [H, 2I], w2 [I, H]) for the round-trip check, the same on every rank."""
     g = checks.generator(device, seed * 7919 + e)
-    H, I = shape.hidden, CHECK_INTERMEDIATE
-    return (checks.random_tensor((H, 2 * I), dtype, device, g, scale=1 / math.sqrt(H)),
-            checks.random_tensor((I, H), dtype, device, g, scale=1 / math.sqrt(I)))
+    H, inter = shape.hidden, CHECK_INTERMEDIATE
+    return (checks.random_tensor((H, 2 * inter), dtype, device, g, scale=1 / math.sqrt(H)),
+            checks.random_tensor((inter, H), dtype, device, g, scale=1 / math.sqrt(inter)))
 
 
 def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[Measurement]:

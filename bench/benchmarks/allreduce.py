@@ -75,6 +75,11 @@ def _world_sizes(ctx: RunContext) -> list[int]:
 
 def rank_sweep(info, sizes: list[int], seed: int, min_time_s: float) -> list[dict]:
     """On every rank: check then time ``all_reduce`` at each size; rank 0's list is the answer."""
+    return [_rank_size(info, size, seed, min_time_s) for size in sizes]
+
+
+def _rank_size(info, size: int, seed: int, min_time_s: float) -> dict:
+    """One message size on every rank; its buffers are freed on return, before the next size allocates."""
     import torch.distributed as dist
 
     from bench import timing
@@ -82,48 +87,45 @@ def rank_sweep(info, sizes: list[int], seed: int, min_time_s: float) -> list[dic
     tgt, n, r = info.target, info.world_size, info.rank
     dev = info.device
     barrier_kw = {"device_ids": [info.local_rank]} if tgt.is_cuda else {}
-    results = []
-    for size in sizes:
-        numel = max(1, size // ESIZE)
-        gen = checks.generator(dev, seed + size)  # the same base on every rank
-        base = torch.randint(-1000, 1001, (numel,), generator=gen, device=dev, dtype=torch.int32).to(DTYPE)
-        pristine = (base + 1) * (r + 1)
-        expected = (base + 1) * (n * (n + 1) // 2)
-        buf = pristine.clone()
+    numel = max(1, size // ESIZE)
+    gen = checks.generator(dev, seed + size)  # the same base on every rank
+    base = torch.randint(-1000, 1001, (numel,), generator=gen, device=dev, dtype=torch.int32).to(DTYPE)
+    pristine = (base + 1) * (r + 1)
+    expected = (base + 1) * (n * (n + 1) // 2)
+    buf = pristine.clone()
+    dist.all_reduce(buf)
+    bad = int((buf != expected).sum().item())
+    # agree on the verdict: every rank must take the same branch, or the next collective deadlocks
+    flag = torch.tensor([float(bad)], device=dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    worst = int(flag.item())
+    row: dict = {"size_bytes": numel * ESIZE, "bad": worst, "numel": numel}
+    if worst:
+        return row
+
+    def reset():
+        buf.copy_(pristine)
+        dist.barrier(**barrier_kw)
+
+    def fn():
         dist.all_reduce(buf)
-        bad = int((buf != expected).sum().item())
-        # agree on the verdict: every rank must take the same branch, or the next collective deadlocks
-        flag = torch.tensor([float(bad)], device=dev)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        worst = int(flag.item())
-        row = {"size_bytes": numel * ESIZE, "bad": worst, "numel": numel}
-        if worst:
-            results.append(row)
-            continue
 
-        def reset():
-            buf.copy_(pristine)
-            dist.barrier(**barrier_kw)
-
-        fn = lambda: dist.all_reduce(buf)  # noqa: E731
-        cal = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=3, max_reps=3, warmup=2, before_each=reset)
-        est = torch.tensor([cal.median_s], dtype=torch.float64, device=dev)
-        dist.all_reduce(est, op=dist.ReduceOp.MAX)
-        reps = timing.reps_for(float(est.item()), min_time_s, 5, MAX_REPS)
-        t = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=reps, max_reps=reps, warmup=1, before_each=reset)
-        mine = torch.tensor([t.median_s, t.min_s, t.max_s, t.mean_s, t.p10_s, t.p90_s, t.total_s],
-                            dtype=torch.float64, device=dev)
-        every = [torch.empty_like(mine) for _ in range(n)]
-        dist.all_gather(every, mine)
-        slowest = max(range(n), key=lambda i: every[i][0].item())
-        v = every[slowest].tolist()
-        row["timing"] = {"median_s": v[0], "min_s": v[1], "max_s": v[2], "mean_s": v[3], "p10_s": v[4],
-                         "p90_s": v[5], "total_s": v[6], "n": t.n, "clock": t.clock}
-        row["slowest_rank"] = slowest
-        row["rank_medians_s"] = [e[0].item() for e in every]
-        results.append(row)
-        del buf, pristine, expected, base
-    return results
+    cal = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=3, max_reps=3, warmup=2, before_each=reset)
+    est = torch.tensor([cal.median_s], dtype=torch.float64, device=dev)
+    dist.all_reduce(est, op=dist.ReduceOp.MAX)
+    reps = timing.reps_for(float(est.item()), min_time_s, 5, MAX_REPS)
+    t = timing.time_fn(fn, tgt, min_time_s=0.0, min_reps=reps, max_reps=reps, warmup=1, before_each=reset)
+    mine = torch.tensor([t.median_s, t.min_s, t.max_s, t.mean_s, t.p10_s, t.p90_s, t.total_s],
+                        dtype=torch.float64, device=dev)
+    every = [torch.empty_like(mine) for _ in range(n)]
+    dist.all_gather(every, mine)
+    slowest = max(range(n), key=lambda i: every[i][0].item())
+    v = every[slowest].tolist()
+    row["timing"] = {"median_s": v[0], "min_s": v[1], "max_s": v[2], "mean_s": v[3], "p10_s": v[4],
+                     "p90_s": v[5], "total_s": v[6], "n": t.n, "clock": t.clock}
+    row["slowest_rank"] = slowest
+    row["rank_medians_s"] = [e[0].item() for e in every]
+    return row
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------

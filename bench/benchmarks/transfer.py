@@ -38,6 +38,7 @@ point is recorded as skipped.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,7 +47,7 @@ from bench import checks
 from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
-from bench.telemetry import PCIE_LANE_Bps, PCIE_SOURCE, pcie_rate_Bps  # noqa: F401 - the one PCIe table
+from bench.telemetry import PCIE_SOURCE, PCIE_LANE_Bps, pcie_rate_Bps  # noqa: F401 - the one PCIe table
 
 KIB = 1024
 MIN_BYTES = 4 * KIB
@@ -159,7 +160,6 @@ class TransferBenchmark:
             out.append(measured(benchmark=self.name, kernel=kernel, impl="torch", params=params, mode="cuda",
                                 device=t.name, timing=tm, bytes=nbytes, check=chk, cache="none (PCIe copy)",
                                 size_bytes=size, **_link_extra(link, after)))
-        del host_src, host_dst, dev_src, dev_dst, ref_h2d
         return out
 
     def _peer(self, ctx: RunContext, point: dict) -> list[Measurement]:
@@ -171,7 +171,7 @@ class TransferBenchmark:
             gen = checks.generator(f"cuda:{src_i}", ctx.seed_for({**point, "src": src_i}))
             src = checks.random_tensor(n, torch.float32, f"cuda:{src_i}", gen)
             dst = torch.empty(n, dtype=torch.float32, device=f"cuda:{dst_i}")
-            fn = lambda: dst.copy_(src, non_blocking=True)  # noqa: E731
+            fn = functools.partial(dst.copy_, src, non_blocking=True)
             checks.poison(dst)
             with torch.cuda.device(src_i):
                 fn()

@@ -5,11 +5,9 @@ the machine it prints why and exits 0 with status "unavailable" (``--json``: ``"
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from .cli import CLIError, app, configure_target, console
+from bench.cli.base import CLIError, app, configure_target, console
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
 
@@ -18,12 +16,12 @@ _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     quick: bool = typer.Option(False, "--quick", help="Shorter probes: about half the time, noisier numbers."),
-    expect: Optional[str] = typer.Option(None, "--expect", metavar="SKU",
+    expect: str | None = typer.Option(None, "--expect", metavar="SKU",
                                          help="The card you paid for (e.g. h100-sxm): FAIL if this is another."),
 ) -> None:
     """Check this GPU: identity vs spec, power, clocks, throttling, memory errors, PCIe, other tenants, MIG,
     and HBM / matmul / host-device numbers vs a healthy card's. Exit 1 if any check FAILs."""
-    from . import doctor as D
+    from bench import doctor as D
 
     want = None
     if expect is not None:

@@ -3,42 +3,28 @@ bench.profile, bench.models and bench.roofline. A profile is a name (profiles/sp
 path everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
 from __future__ import annotations
 
-import json
-from typing import List, Optional
-
 import typer
 
-from .cli import CLIError, app, int_list
-from .cli import console as _console
+from bench.cli.base import CLIError, app, echo_json, int_list, si, usd
+from bench.cli.base import console as _console
+from bench.cli.base import ms as _ms
+
+
+def console():
+    return _console(wide=True)
+
 
 profile_app = typer.Typer(name="profile", help="Spec and measured profiles: list, show, validate.",
                           no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 app.add_typer(profile_app, name="profile")
 
 MAX_CONTEXT = 10_000_000
+MODEL_HELP = "A preset, our model JSON or a HF config.json."
 MAX_BATCH = 10_000_000
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-def _si(v: float | None, unit: str = "", digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    for f, p in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= f:
-            return f"{v / f:.{digits}g} {p}{unit}"
-    return f"{v:.{digits}g} {unit}".rstrip()
-
-
-def _ms(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e3:.3g}"
-
-
-def _usd(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3g}"
-
-
 def _profile(ref: str):
-    from . import profile as P
+    from bench import profile as P
 
     try:
         return P.resolve(ref)
@@ -47,7 +33,7 @@ def _profile(ref: str):
 
 
 def _model(ref: str):
-    from . import models as M
+    from bench import models as M
 
     try:
         return M.resolve(ref)
@@ -60,23 +46,11 @@ def _check_range(name: str, v: float | None, lo: float, hi: float) -> None:
         raise CLIError(f"{name} must be in [{lo:g}, {hi:g}], got {v}")
 
 
-def console():
-    """The CLI's console; piped (not a terminal), wide enough that the tables do not wrap into columns of dots."""
-    con = _console()
-    if not con.is_terminal:
-        con.width = max(con.width, 160)
-    return con
-
-
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, allow_nan=False))
-
-
 # ------------------------------------------------------------------------------------------------ profile
 @profile_app.command("list")
 def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """List the spec and committed measured profiles."""
-    from . import profile as P
+    from bench import profile as P
 
     items = []
     for kind in ("spec", "measured"):
@@ -91,7 +65,7 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
                           "bfloat16_flops": p.peaks.matmul_flops.get("bfloat16"),
                           "usd_per_hour": p.price.usd_per_hour if p.price else None})
     if json_out:
-        _echo_json({"profiles": items})
+        echo_json({"profiles": items})
         return
     from rich.table import Table
 
@@ -102,8 +76,8 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
         if "error" in it:
             t.add_row(it["name"], it["kind"], f"[red]invalid: {it['error']}[/]", "", "", "", "")
             continue
-        t.add_row(it["name"], it["kind"], it["device"], _si(it["memory_bytes"], "B"),
-                  _si(it["memory_bandwidth_Bps"], "B/s"), _si(it["bfloat16_flops"], "FLOP/s"), _usd(it["usd_per_hour"]))
+        t.add_row(it["name"], it["kind"], it["device"], si(it["memory_bytes"], "B"),
+                  si(it["memory_bandwidth_Bps"], "B/s"), si(it["bfloat16_flops"], "FLOP/s"), usd(it["usd_per_hour"]))
     console().print(t)
 
 
@@ -114,7 +88,7 @@ def profile_show(
     json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object."),
 ) -> None:
     """Show a profile: its numbers with their sources (spec) or provenance (merged)."""
-    from . import profile as P
+    from bench import profile as P
 
     p = _profile(ref)
     if merged:
@@ -146,24 +120,24 @@ def profile_show(
         return "measured"
 
     rows = [("device", d.name, ""), ("card", p.card or "–", ""),
-            ("memory", _si(d.memory_bytes, "B"), src("device.memory_bytes")),
-            ("L2 / last-level cache", _si(d.cache_bytes, "B"), src("device.cache_bytes")),
+            ("memory", si(d.memory_bytes, "B"), src("device.memory_bytes")),
+            ("L2 / last-level cache", si(d.cache_bytes, "B"), src("device.cache_bytes")),
             ("SMs / compute units", str(d.compute_units or "–"), src("device.compute_units")),
-            ("boost clock", _si(d.boost_clock_Hz, "Hz"), src("device.boost_clock_Hz")),
-            ("power", _si(d.power_W, "W"), src("device.power_W")),
-            ("memory bandwidth", _si(pk.memory_bandwidth_Bps, "B/s"), src("peaks.memory_bandwidth_Bps")),
-            ("copy bandwidth", _si(pk.copy_bandwidth_Bps, "B/s"), src("peaks.copy_bandwidth_Bps"))]
+            ("boost clock", si(d.boost_clock_Hz, "Hz"), src("device.boost_clock_Hz")),
+            ("power", si(d.power_W, "W"), src("device.power_W")),
+            ("memory bandwidth", si(pk.memory_bandwidth_Bps, "B/s"), src("peaks.memory_bandwidth_Bps")),
+            ("copy bandwidth", si(pk.copy_bandwidth_Bps, "B/s"), src("peaks.copy_bandwidth_Bps"))]
     for dt, v in pk.matmul_flops.items():
-        rows.append((f"matmul {dt}", _si(v, "FLOP/s"), src(f"peaks.matmul_flops.{dt}")))
+        rows.append((f"matmul {dt}", si(v, "FLOP/s"), src(f"peaks.matmul_flops.{dt}")))
     lk = p.interconnect
     if lk is not None:
-        rows += [("scale-up link (per GPU, one direction)", _si(lk.scale_up_Bps, "B/s"),
+        rows += [("scale-up link (per GPU, one direction)", si(lk.scale_up_Bps, "B/s"),
                   src("interconnect.scale_up_Bps", lk.scale_up_source)),
                  ("scale-up domain", str(lk.scale_up_domain or "–"), src("interconnect.scale_up_domain")),
-                 ("scale-out (per GPU, one direction)", _si(lk.scale_out_Bps, "B/s"),
+                 ("scale-out (per GPU, one direction)", si(lk.scale_out_Bps, "B/s"),
                   src("interconnect.scale_out_Bps", lk.scale_out_source))]
     if p.host_link and p.host_link.theoretical_Bps:
-        rows.append(("host link (per direction)", _si(p.host_link.theoretical_Bps, "B/s") + f" {p.host_link.link or ''}",
+        rows.append(("host link (per direction)", si(p.host_link.theoretical_Bps, "B/s") + f" {p.host_link.link or ''}",
                      src("host_link.theoretical_Bps", p.host_link.theoretical_source)))
     if p.price:
         rows.append(("price per GPU-hour", f"${p.price.usd_per_hour:g} ({p.price.as_of})", src("price.usd_per_hour")))
@@ -185,7 +159,7 @@ def profile_validate(
     """Check a profile against the schema: exit 0, or exit 2 with a one-line reason."""
     p = _profile(path)
     if json_out:
-        _echo_json({"ok": True, "name": p.name, "kind": p.kind, "schema_version": p.schema_version})
+        echo_json({"ok": True, "name": p.name, "kind": p.kind, "schema_version": p.schema_version})
     else:
         typer.echo(f"ok: {p.name} ({p.kind} profile, schema_version {p.schema_version})")
 
@@ -195,7 +169,7 @@ def profile_schema(
     write: bool = typer.Option(False, "--write", help="Regenerate profiles/schema.json instead of printing it."),
 ) -> None:
     """Print the profile JSON Schema (generated from the pydantic model), or write profiles/schema.json."""
-    from . import profile as P
+    from bench import profile as P
 
     if write:
         try:
@@ -207,9 +181,9 @@ def profile_schema(
 
 
 # ------------------------------------------------------------------------------------------------ roofline
-def _deployment(tp: int, ep: int, gpus: Optional[int], weight_dtype: Optional[str], kv_dtype: str,
+def _deployment(tp: int, ep: int, gpus: int | None, weight_dtype: str | None, kv_dtype: str,
                 cuda_graphs: bool = False):
-    from .roofline import Deployment
+    from bench.roofline import Deployment
 
     _check_range("--tp", tp, 1, 1024)
     _check_range("--ep", ep, 1, 1024)
@@ -220,24 +194,26 @@ def _deployment(tp: int, ep: int, gpus: Optional[int], weight_dtype: Optional[st
 @app.command("roofline")
 def roofline_cmd(
     gpu: str = typer.Option(..., "--gpu", metavar="NAME|PATH", help="A profile: spec or measured, by name or path."),
-    model: str = typer.Option(..., "--model", metavar="NAME|PATH", help="A preset, our model JSON or a HF config.json."),
+    model: str = typer.Option(..., "--model", metavar="NAME|PATH", help=MODEL_HELP),
     batch: str = typer.Option(",".join(map(str, (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))), "--batch",
                               help="Comma-separated batch sizes (concurrent sequences per replica)."),
     context: int = typer.Option(8192, "--context", help="Cached tokens per sequence."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (MoE)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs per replica (default max(tp, ep))."),
-    weight_dtype: Optional[str] = typer.Option(None, "--weight-dtype", help="bf16, fp8, mxfp4, ... (default: as released)."),
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs per replica (default max(tp, ep))."),
+    weight_dtype: str | None = typer.Option(None, "--weight-dtype",
+                                            help="bf16, fp8, mxfp4, ... (default: as released)."),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache dtype."),
-    price: Optional[float] = typer.Option(None, "--price", help="USD per GPU-hour (default: the profile's typical price)."),
-    prompt: Optional[int] = typer.Option(None, "--prompt", help="Also estimate prefill of a prompt of N tokens."),
+    price: float | None = typer.Option(None, "--price",
+                                       help="USD per GPU-hour (default: the profile's typical price)."),
+    prompt: int | None = typer.Option(None, "--prompt", help="Also estimate prefill of a prompt of N tokens."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs",
                                      help="Decode replayed from CUDA graphs: the graph launch cost per kernel."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Decode step time, tokens/s and $/Mtok by batch for a model on a card (measured curves or spec peaks)."""
-    from . import profile as P
-    from . import roofline as R
+    from bench import profile as P
+    from bench import roofline as R
 
     batches = int_list(batch, "--batch", 1, MAX_BATCH)
     _check_range("--context", context, 0, MAX_CONTEXT)
@@ -250,7 +226,7 @@ def roofline_cmd(
     except (R.RooflineError, P.ProfileError) as e:
         raise CLIError(str(e)) from None
     if json_out:
-        _echo_json(est.as_dict())
+        echo_json(est.as_dict())
         return
     _print_estimate(est)
 
@@ -264,21 +240,23 @@ def _print_estimate(est) -> None:
               f"ep {dep['ep']}, weights {dep['weight_dtype'] or 'as released'}, KV {dep['kv_dtype']}, "
               f"context {est.context}")
     price = f"${est.price_usd_per_hour:g}/GPU-h" if est.price_usd_per_hour else "no price (--price USD)"
-    con.print(f"weights per GPU {_si(est.weights_bytes_per_gpu, 'B')}, KV per token {_si(est.kv_bytes_per_token, 'B')}, "
-              f"max batch {est.max_batch if est.max_batch is not None else '–'}, optimal batch {est.optimal_batch:.0f}, "
+    max_batch = est.max_batch if est.max_batch is not None else "–"
+    con.print(f"weights per GPU {si(est.weights_bytes_per_gpu, 'B')}, KV per token {si(est.kv_bytes_per_token, 'B')}, "
+              f"max batch {max_batch}, optimal batch {est.optimal_batch:.0f}, "
               f"latency floor {_ms(est.latency_floor_s)} ms, HBM read once {_ms(est.hbm_read_time_s)} ms; {price}")
     if est.prefill:
         pf = est.prefill
         con.print(f"prefill of {pf['prompt_tokens']} tokens: {_ms(pf['time_s'])} ms ({pf['bound']} bound)")
     for e in [est] + ([est.spec] if est.spec is not None else []):
         t = Table(title=f"decode on {e.gpu} ({'spec peaks' if e.gpu_kind == 'spec' else 'measured curves'})")
-        for c in ("batch", "step ms", "compute ms", "memory ms", "comm ms", "overhead ms", "bound", "tok/s", "tok/s/GPU",
-                  "tok/s/user", "$/Mtok", "fits"):
+        for c in ("batch", "step ms", "compute ms", "memory ms", "comm ms", "overhead ms", "bound", "tok/s",
+                  "tok/s/GPU", "tok/s/user", "$/Mtok", "fits"):
             t.add_column(c, justify="left" if c in ("bound", "fits") else "right")
         for r in e.rows:
             t.add_row(str(r.batch), _ms(r.step_time_s), _ms(r.compute_time_s), _ms(r.memory_time_s),
-                      _ms(r.comm_time_s), _ms(r.overhead_time_s), r.bound, f"{r.tokens_per_s:.4g}", f"{r.tokens_per_s_per_gpu:.4g}",
-                      f"{r.tokens_per_s_per_user:.4g}", _usd(r.usd_per_mtok),
+                      _ms(r.comm_time_s), _ms(r.overhead_time_s), r.bound, f"{r.tokens_per_s:.4g}",
+                      f"{r.tokens_per_s_per_gpu:.4g}",
+                      f"{r.tokens_per_s_per_user:.4g}", usd(r.usd_per_mtok),
                       "–" if r.fits is None else ("yes" if r.fits else "[red]no[/]"))
         con.print(t)
     for n in est.notes:
@@ -288,21 +266,22 @@ def _print_estimate(est) -> None:
 # ------------------------------------------------------------------------------------------------ compare
 @app.command("compare")
 def compare_cmd(
-    cards: List[str] = typer.Argument(..., metavar="A B ...", help="Profiles (spec or measured), by name or path."),
-    model: str = typer.Option(..., "--model", metavar="NAME|PATH", help="A preset, our model JSON or a HF config.json."),
+    cards: list[str] = typer.Argument(..., metavar="A B ...", help="Profiles (spec or measured), by name or path."),
+    model: str = typer.Option(..., "--model", metavar="NAME|PATH", help=MODEL_HELP),
     context: int = typer.Option(8192, "--context", help="Cached tokens per sequence."),
-    target: Optional[float] = typer.Option(None, "--target-tokens-per-user",
-                                           help="Per-user speed (tokens/s) each card must give; best throughput under it."),
-    tp: Optional[int] = typer.Option(None, "--tp", help="Fix tensor parallelism (default: fewest GPUs that fit)."),
-    ep: Optional[int] = typer.Option(None, "--ep", help="Fix expert parallelism (default: fewest GPUs that fit)."),
-    price: Optional[List[str]] = typer.Option(None, "--price", help="CARD=USD per GPU-hour (repeatable)."),
-    plot: Optional[str] = typer.Option(None, "--plot", metavar="FILE.png",
+    target: float | None = typer.Option(None, "--target-tokens-per-user",
+                                           help="Per-user speed (tokens/s) each card must give; "
+                                                "best throughput under it."),
+    tp: int | None = typer.Option(None, "--tp", help="Fix tensor parallelism (default: fewest GPUs that fit)."),
+    ep: int | None = typer.Option(None, "--ep", help="Fix expert parallelism (default: fewest GPUs that fit)."),
+    price: list[str] | None = typer.Option(None, "--price", help="CARD=USD per GPU-hour (repeatable)."),
+    plot: str | None = typer.Option(None, "--plot", metavar="FILE.png",
                                        help="Also draw tokens/s per GPU vs per user and $/Mtok for each card."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Cards side by side for a model: throughput per GPU and $/Mtok at a per-user speed, max batch, bound."""
-    from . import profile as P
-    from . import roofline as R
+    from bench import profile as P
+    from bench import roofline as R
 
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--target-tokens-per-user", target, 1e-6, 1e9)
@@ -320,14 +299,14 @@ def compare_cmd(
     except (R.RooflineError, P.ProfileError) as e:
         raise CLIError(str(e)) from None
     if plot is not None:  # the throughput–interactivity plot (issue 7: bench.report.build.compare_plot)
-        from .report import build as report_build
+        from bench.report import build as report_build
 
         try:
             report_build.compare_plot(profs, mdl, plot, context=context, prices=prices, deployment=dep)
         except (report_build.ReportError, OSError) as e:
             raise CLIError(f"--plot: {e}") from None
     if json_out:
-        _echo_json({"model": mdl.name, "context": context, "target_tokens_per_user": target,
+        echo_json({"model": mdl.name, "context": context, "target_tokens_per_user": target,
                     "rows": [r.as_dict() for r in rows]})
         return
     from rich.table import Table
@@ -342,13 +321,13 @@ def compare_cmd(
                   "–" if r.batch is None else str(r.batch),
                   "–" if r.tokens_per_s_per_gpu is None else f"{r.tokens_per_s_per_gpu:.4g}",
                   "–" if r.tokens_per_s_per_user is None else f"{r.tokens_per_s_per_user:.4g}",
-                  _usd(r.price_usd_per_hour), _usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""))
+                  usd(r.price_usd_per_hour), usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""))
     console().print(t)
 
 
-def _prices(items: Optional[List[str]]) -> dict[str, float]:
+def _prices(items: list[str] | None) -> dict[str, float]:
     """--price CARD=USD items, parsed by the one parser the report uses too."""
-    from .report import build
+    from bench.report import build
 
     try:
         return build.parse_prices(items)

@@ -3,26 +3,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from .cli import CLIError, app
+from bench.cli.base import CLIError, app
 
 
 @app.command("report")
 def report(
-    path: Path = typer.Argument(..., metavar="PATH_OR_DIR", help="A run directory (with profile.json and measurements.jsonl) or its profile.json."),
+    path: Path = typer.Argument(..., metavar="PATH_OR_DIR", help="A run directory (with profile.json and "
+                              "measurements.jsonl) or its profile.json."),
     html: bool = typer.Option(False, "--html", help="Also write the self-contained report.html."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the run directory)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write (default: the run directory)."),
     model: str = typer.Option("llama-3.1-8b", "--model", help="Model of the throughput–interactivity plot."),
     context: int = typer.Option(8192, "--context", help="Context length (tokens) of that plot."),
-    cards: Optional[str] = typer.Option(None, "--cards", help="Comma-separated cards to add to that plot (spec names or paths)."),
-    price: Optional[List[str]] = typer.Option(None, "--price", help="CARD=USD per GPU-hour (repeatable); defaults from the spec profiles."),
+    cards: str | None = typer.Option(None, "--cards", help="Comma-separated cards to add to that plot "
+                                        "(spec names or paths)."),
+    price: list[str] | None = typer.Option(None, "--price", help="CARD=USD per GPU-hour (repeatable); "
+                                              "defaults from the spec profiles."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as one JSON object."),
 ) -> None:
     """Write report.md (and report.html with --html) and plots/*.png from measurements.jsonl + profile.json."""
-    from .report import build
+    from bench.report import build
 
     if not (1 <= context <= 10_000_000):
         raise CLIError(f"--context must be a positive number of tokens (at most 10M), got {context}")

@@ -1,104 +1,12 @@
-"""The `rooflab` command line: a thin typer shell over the library.
-
-Every error a user can cause ends in one line on stderr and a non-zero exit (2 for bad usage or input),
-never a traceback. Set ROOFLAB_DEBUG=1 to see the traceback of an internal error.
-"""
+"""`rooflab run`: measure this machine into a run directory, with a progress bar and a summary table."""
 from __future__ import annotations
 
-import os
-import sys
-from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from . import __version__
-
-# click's base exception, found through typer so this works whether typer vendors click or depends on it
-_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-app = typer.Typer(
-    name="rooflab",
-    help="Measure a GPU's real roofline (HBM, matmul, decode attention, MoE all-to-all) and model LLM inference on it.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exits with ``code``."""
-
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"rooflab {__version__}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    """rooflab: measured hardware rooflines for LLM inference."""
-
-
-def console():
-    from rich.console import Console
-
-    return Console(stderr=False, highlight=False)
-
-
-def int_list(text: str, what: str, lo: int, hi: int) -> list[int]:
-    """A comma-separated option of whole numbers in [lo, hi], sorted and unique; CLIError with one line if not."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise CLIError(f"{what} wants comma-separated whole numbers, got {part!r}") from None
-        if not lo <= v <= hi:
-            raise CLIError(f"{what} values must be in [{lo}, {hi}], got {v}")
-        out.append(v)
-    if not out:
-        raise CLIError(f"{what} is empty")
-    return sorted(set(out))
-
-
-def configure_target(device: str):
-    from .target import TargetError, configure
-
-    try:
-        return configure(device)
-    except TargetError as e:
-        raise CLIError(str(e)) from None
-
-
-MAX_SECONDS = 7 * 24 * 3600.0  # a week: any longer --budget or --time-limit is a typo
-
-
-def _seconds(name: str, value: Optional[float], hi: float = MAX_SECONDS) -> Optional[float]:
-    """A duration from the command line: finite, > 0 and at most ``hi`` seconds, or a one-line error."""
-    import math
-
-    if value is not None and not (math.isfinite(value) and 0 < value <= hi):
-        raise CLIError(f"{name} must be a number of seconds in (0, {hi:g}], got {value}")
-    return value
+from bench import __version__
+from bench.cli.base import CLIError, Device, app, configure_target, console, seconds
 
 
 def _same_dir(a: Path, b: Path) -> bool:
@@ -110,24 +18,25 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 @app.command()
 def run(
-    device: Optional[Device] = typer.Option(None, "--device", help="auto (the default): CUDA if torch sees a GPU, "
+    device: Device | None = typer.Option(None, "--device", help="auto (the default): CUDA if torch sees a GPU, "
                                             "else CPU. A resumed run keeps the device it was started on."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated benchmarks (default: all)."),
-    quick: Optional[bool] = typer.Option(None, "--quick/--full", help="Quick sweep (minutes; the default) or the full one."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default reports/<device>-<UTC time>/); "
+    only: str | None = typer.Option(None, "--only", help="Comma-separated benchmarks (default: all)."),
+    quick: bool | None = typer.Option(None, "--quick/--full",
+                                      help="Quick sweep (minutes; the default) or the full one."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default reports/<device>-<UTC time>/); "
                                        "a non-empty one is never overwritten without --force."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR", help="Continue the interrupted run in DIR, "
+    resume: Path | None = typer.Option(None, "--resume", metavar="DIR", help="Continue the interrupted run in DIR, "
                                           "with the settings it was started with, skipping the points it measured."),
     force: bool = typer.Option(False, "--force", help="Overwrite the outputs of a previous run in --out."),
-    min_time: Optional[float] = typer.Option(None, "--min-time", help="Measured seconds per point (default: by device)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random inputs (default 0)."),
-    budget: Optional[float] = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget of the run: "
+    min_time: float | None = typer.Option(None, "--min-time", help="Measured seconds per point (default: by device)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the random inputs (default 0)."),
+    budget: float | None = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget of the run: "
                                            "the sweep is planned to fit and stops cleanly when it is spent; points "
                                            "left out are recorded as skipped (--resume measures them)."),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit", metavar="SECONDS", help="Time limit of each "
+    time_limit: float | None = typer.Option(None, "--time-limit", metavar="SECONDS", help="Time limit of each "
                                                "benchmark (default 30 min quick, 4 h full): one that runs past it is "
                                                "stopped and the suite goes on."),
-    ranks: Optional[int] = typer.Option(None, "--ranks", metavar="N", help="Processes for the collective "
+    ranks: int | None = typer.Option(None, "--ranks", metavar="N", help="Processes for the collective "
                                         "benchmarks (a2a): gloo ranks in CPU mode (default 2), GPUs on CUDA "
                                         "(default all). Under torchrun the launch decides."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of the summary table."),
@@ -138,11 +47,11 @@ def run(
     suite goes on. Ctrl-C finishes the point in flight (a second Ctrl-C or SIGTERM abandons it), writes the
     profile and report for what was measured and exits non-zero; --resume DIR continues.
     """
-    from . import registry, runner
+    from bench import registry, runner
 
-    _seconds("--min-time", min_time, 3600.0)
-    _seconds("--budget", budget)
-    _seconds("--time-limit", time_limit)
+    seconds("--min-time", min_time, 3600.0)
+    seconds("--budget", budget)
+    seconds("--time-limit", time_limit)
     if seed is not None and not (0 <= seed < 2**63):
         raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
     if only is not None and not only.strip(" ,"):
@@ -178,7 +87,7 @@ def run(
         seed = 0 if seed is None else seed
         choice = device.value if device is not None else "auto"
     options: dict = dict(stored.options) if stored is not None else {}
-    from . import distributed
+    from bench import distributed
 
     if ranks is not None and not 1 <= ranks <= distributed.MAX_RANKS:
         raise CLIError(f"--ranks must be in [1, {distributed.MAX_RANKS}], got {ranks}")
@@ -208,7 +117,7 @@ def run(
     if not json_out:
         con.print(f"[bold]rooflab {__version__}[/] on [bold]{target.name}[/] ({target.backend}): {target.reason}")
         con.print(f"output: {out_dir}" + (" (resumed)" if resume is not None else ""))
-    progress_cb, progress = _progress(con, disable=json_out)
+    progress_cb, progress = progress_bar(con, disable=json_out)
     try:
         with progress:
             res = runner.run(selection, target, out_dir, quick=quick, resume=resume is not None, force=force,
@@ -234,7 +143,7 @@ def run(
                        f"measured in {out_dir}; continue with: rooflab run --resume {out_dir}", code=res.exit_code)
 
 
-def _progress(con, disable: bool):
+def progress_bar(con, disable: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -252,7 +161,7 @@ def _progress(con, disable: bool):
 
 def _summary_rows(p) -> list[tuple[str, str, str]]:
     """(quantity, value, how) for every headline number the profile holds; absent sections add nothing."""
-    from .report.markdown import fmt_rate
+    from bench.report.markdown import fmt_rate
 
     rows: list[tuple[str, str, str]] = []
     pk = p.peaks
@@ -293,8 +202,8 @@ def _summary_rows(p) -> list[tuple[str, str, str]]:
 
 def _verdict(con, p) -> None:
     """The card against its spec sheet and the kernels against the library (bench/verdict.py), one line each."""
-    from . import verdict
-    from .profile import ProfileError, spec_for
+    from bench import verdict
+    from bench.profile import ProfileError, spec_for
 
     try:
         spec = spec_for(p)
@@ -330,43 +239,3 @@ def _summary(con, res) -> None:
     con.print(f"wrote {', '.join(written)} in {res.out_dir}")
 
 
-# Further commands live in their own modules and register themselves on `app` when imported here.
-# One import line per module; keep this list sorted.
-# (issue 6: bench.cli_profiles — profile/roofline/compare; issue 7: bench.cli_report; issue 9: bench.cli_doctor;
-#  issue 11: bench.cli_validate)
-from . import cli_doctor  # noqa: E402,F401
-from . import cli_profiles  # noqa: E402,F401
-from . import cli_report  # noqa: E402,F401
-from . import cli_validate  # noqa: E402,F401
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and turn every user-facing error into one line + exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        args = ["--help"]
-    try:
-        rv = app(args=args, prog_name="rooflab", standalone_mode=False)
-    except typer.Exit as e:
-        sys.exit(getattr(e, "exit_code", 0))
-    except typer.Abort:
-        print("rooflab: aborted", file=sys.stderr)
-        sys.exit(130)
-    except _ClickException as e:
-        msg = " ".join(e.format_message().split())
-        if not msg:  # no-args-is-help: the help was printed already
-            sys.exit(2)
-        print(f"rooflab: error: {msg}", file=sys.stderr)
-        sys.exit(e.exit_code if e.exit_code else 2)
-    except CLIError as e:
-        print(f"rooflab: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(e.code)
-    except KeyboardInterrupt:
-        print("rooflab: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # an internal error still gets one line; the traceback only on request
-        if os.environ.get("ROOFLAB_DEBUG"):
-            raise
-        print(f"rooflab: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from .cli import CLIError, Device, app, configure_target, int_list
-from .cli import console as _console
+from bench.cli.base import CLIError, Device, app, configure_target, int_list, seconds
+from bench.cli.base import console as _console
+from bench.cli.base import ms as _ms
 
 MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
@@ -16,41 +16,37 @@ RESULT_FILE = "validation.json"
 PROFILE_DIR = "profile"  # the benchmark run inside --out when no --profile is given
 
 
-def _ms(v: Optional[float]) -> str:
-    return "–" if v is None else f"{v * 1e3:.3g}"
-
-
-def _pct(v: Optional[float]) -> str:
+def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:+.0f}%"
 
 
-def _apct(v: Optional[float]) -> str:
+def _apct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.1f}%"
 
 
 @app.command("validate")
 def validate_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Model preset(s) or JSON file(s), comma-separated "
+    model: str | None = typer.Option(None, "--model", help="Model preset(s) or JSON file(s), comma-separated "
                                         "(default: llama-3.1-8b,qwen3-30b-a3b: a dense and a MoE model)."),
-    layers: Optional[int] = typer.Option(None, "--layers", help="Layers of the reduced model that is built "
+    layers: int | None = typer.Option(None, "--layers", help="Layers of the reduced model that is built "
                                          "(default 4 on GPU, 1 on CPU); the prediction is for the same layers."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default GPU "
+    batch: str | None = typer.Option(None, "--batch", help="Comma-separated batch sizes (default GPU "
                                         "1,8,64,256; CPU 1,4,16)."),
-    context: Optional[str] = typer.Option(None, "--context", help="Comma-separated context lengths in tokens, the "
+    context: str | None = typer.Option(None, "--context", help="Comma-separated context lengths in tokens, the "
                                           "new one included (default GPU 512,4096,32768; CPU 512,2048)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA if torch sees a GPU), cuda or cpu."),
-    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME|PATH", help="Measured profile of this "
+    profile: str | None = typer.Option(None, "--profile", metavar="NAME|PATH", help="Measured profile of this "
                                           "device to predict from (default: run hbm, gemm, overhead and decode "
                                           "first, quick sweeps, into --out)."),
-    spec: Optional[str] = typer.Option(None, "--spec", metavar="NAME|PATH", help="Spec sheet to predict from "
+    spec: str | None = typer.Option(None, "--spec", metavar="NAME|PATH", help="Spec sheet to predict from "
                                        "(default: the card torch reports; none exists for a CPU)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write validation.json (and the benchmark run) "
+    out: Path | None = typer.Option(None, "--out", help="Where to write validation.json (and the benchmark run) "
                                        "(default reports/validate-<device>-<UTC time>/)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a previous validation.json in --out."),
-    min_time: Optional[float] = typer.Option(None, "--min-time", help="Measured seconds per point (default: by "
+    min_time: float | None = typer.Option(None, "--min-time", help="Measured seconds per point (default: by "
                                              "device, at least 5 steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights, caches and inputs."),
-    budget: Optional[float] = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget: points run "
+    budget: float | None = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget: points run "
                                            "coarse to fine and one that would end past the budget is recorded as "
                                            "skipped (without --profile the benchmarks get 60% of it)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -66,13 +62,13 @@ def validate_cmd(
     import signal
     import time
 
-    from . import runner
-    from . import validate as V
-    from .cli import _progress, _seconds
-    from .profile import atomic_write_text
+    from bench import runner
+    from bench import validate as V
+    from bench.cli.run import progress_bar
+    from bench.profile import atomic_write_text
 
-    _seconds("--min-time", min_time, 3600.0)
-    _seconds("--budget", budget)
+    seconds("--min-time", min_time, 3600.0)
+    seconds("--budget", budget)
     t_start = time.monotonic()
     if not 0 <= seed < 2**63:
         raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
@@ -110,7 +106,7 @@ def validate_cmd(
             run_dir = out_dir / PROFILE_DIR
             con.print(f"measuring the profile first ({', '.join(V.NEEDED_BENCHMARKS)}, quick) into {run_dir}",
                       markup=False)
-            cb, progress = _progress(con, disable=json_out)
+            cb, progress = progress_bar(con, disable=json_out)
             with progress:
                 measured = V.measure_profile(target, run_dir, on_progress=cb, force=force,
                                              budget_s=0.6 * budget if budget is not None else None,
@@ -179,7 +175,7 @@ def _interrupt(signum, frame) -> None:
 def _print_tables(con, res) -> None:
     from rich.table import Table
 
-    from . import validate as V
+    from bench import validate as V
 
     has_spec = any(r.spec_predicted_s is not None for r in res.rows)
     has_overhead = any((r.overhead_s or 0) > 0 for r in res.rows)

@@ -253,7 +253,7 @@ def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool
         try:
             from . import plots as PL
         except ImportError as e:  # matplotlib missing or broken: the text report still gets written
-            PL, plots = None, {name: f"plots need matplotlib: {e}" for name in ("roofline",)}
+            PL, plots = None, dict.fromkeys(("roofline",), f"plots need matplotlib: {e}")
         if PL is not None:
             plots = PL.render_all(rd)
         for name in (list(PL.PLOTS) + ["pareto"]) if PL is not None else []:

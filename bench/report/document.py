@@ -6,7 +6,7 @@ renderers escape it for their format. A section with nothing measured says "not 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .data import ReportData
 
@@ -64,7 +64,7 @@ class Bullets:
     items: list[str] = field(default_factory=list)
 
 
-Block = Union[Heading, Para, Table, Image, Bullets]
+Block = Heading | Para | Table | Image | Bullets
 
 
 def _plot(blocks: list[Block], plots: dict[str, Any] | None, name: str, alt: str) -> None:

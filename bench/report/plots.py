@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 import math
+import warnings
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -129,7 +129,7 @@ def _rate_axis(ax, values: list[float], unit: str, axis: str = "y") -> None:
 
 
 def _legend(ax, **kw) -> None:
-    h, lab = ax.get_legend_handles_labels()
+    h, _ = ax.get_legend_handles_labels()
     if h:
         kw.setdefault("fontsize", "small")
         kw.setdefault("framealpha", 0.85)
@@ -173,7 +173,8 @@ def roofline_figure(rd: ReportData) -> Figure | None:
         mem_line(bw, color="black" if i == 0 else "#777777", lw=2.0 if i == 0 else 1.3,
                  label=f"memory, {label}: {fmt_rate(bw)}")
     if rd.spec_memory_Bps:
-        mem_line(rd.spec_memory_Bps, color="black", lw=1.3, ls="--", label=f"memory, spec: {fmt_rate(rd.spec_memory_Bps)}")
+        mem_line(rd.spec_memory_Bps, color="black", lw=1.3, ls="--",
+                 label=f"memory, spec: {fmt_rate(rd.spec_memory_Bps)}")
     for dt, peak in sorted(rd.compute_roofs.items(), key=lambda kv: -kv[1]):
         x0 = peak / best_mem if best_mem else x_lo
         ax.plot([x0, x_hi], [peak, peak], color=dtype_colour(dt), lw=2.2,
@@ -244,7 +245,8 @@ def cache_cliff_figure(rd: ReportData) -> Figure | None:
             ax.text(rd.cache_bytes, 0.02, f" cache {fmt_size(rd.cache_bytes)}", transform=ax.get_xaxis_transform(),
                     va="bottom", fontsize="small")
         if rd.spec_memory_Bps:
-            ax.axhline(rd.spec_memory_Bps, color="black", ls="--", lw=1.3, label=f"spec: {fmt_rate(rd.spec_memory_Bps)}")
+            ax.axhline(rd.spec_memory_Bps, color="black", ls="--", lw=1.3,
+                       label=f"spec: {fmt_rate(rd.spec_memory_Bps)}")
         _bytes_axis(ax, sizes)
         ax.set_xlim(min(sizes) / 1.5, max(sizes) * 2)
         _rate_axis(ax, bws, "B/s")
@@ -498,7 +500,7 @@ def render_all(rd: ReportData) -> dict[str, bytes | str | None]:
     """Every plot as PNG bytes; None where nothing was measured; an error message where drawing failed
     (a plot must never cost the run its report)."""
     out: dict[str, bytes | str | None] = {}
-    for name, (_title_, fn) in PLOTS.items():
+    for name, (_, fn) in PLOTS.items():
         out[name] = _draw(lambda fn=fn: fn(rd))
     if rd.pareto is not None:
         out["pareto"] = _draw(lambda: pareto_figure(rd.pareto))
