@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from . import dtypes
 from .measurement import Check
 
 # relative Frobenius error allowed, by the dtype the kernel computes/stores in
@@ -22,22 +23,10 @@ TOLERANCE: dict[str, float] = {
     "float8_e5m2": 1.6e-1,
 }
 
-DTYPES: dict[str, torch.dtype] = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-SHORT = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def dtype_name(dt: torch.dtype) -> str:
-    return str(dt).replace("torch.", "")
 
 
 def tolerance(dtype: str | torch.dtype) -> float:
-    name = dtype if isinstance(dtype, str) else dtype_name(dtype)
-    name = SHORT.get(name, name)
+    name = dtypes.name(dtype)
     if name not in TOLERANCE:
         raise KeyError(f"no tolerance defined for dtype {name!r}")
     return TOLERANCE[name]

@@ -27,24 +27,9 @@ from typing import Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from . import dtypes
 from .jsonio import read_json
 
-# Bytes per weight / KV element by storage format. Block-scaled 4-bit formats carry their scales:
-# MXFP4 = 4 bits + one 8-bit scale per 32 elements (OCP MX spec) = 4.25 bits; NVFP4 = 4 bits + one FP8 scale per
-# 16 elements = 4.5 bits. DeepSeek's FP8 uses one fp32 scale per 128×128 block (< 0.03%): counted as 1 byte.
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-                                 "mxfp4": 4.25 / 8, "nvfp4": 4.5 / 8, "fp4": 0.5, "int4": 0.5}
-_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
-                  "float8": "fp8", "float8_e4m3fn": "fp8", "fp8_e4m3": "fp8", "e4m3": "fp8", "float8_e5m2": "fp8",
-                  "float4_e2m1fn": "fp4", "float4_e2m1fn_x2": "fp4"}
-# The profile's matmul dtypes (peaks.matmul_flops keys) a weight format computes in, best first: a card without
-# the format's tensor cores dequantises to the next (e.g. FP8 weights on an A100 run bf16 matmuls).
-COMPUTE_DTYPES: dict[str, tuple[str, ...]] = {
-    "fp32": ("float32",), "bf16": ("bfloat16",), "fp16": ("float16", "bfloat16"),
-    "fp8": ("float8_e4m3fn", "bfloat16", "float16"), "int8": ("int8", "bfloat16", "float16"),
-    "mxfp4": ("float4_e2m1fn", "float8_e4m3fn", "bfloat16"), "nvfp4": ("float4_e2m1fn", "float8_e4m3fn", "bfloat16"),
-    "fp4": ("float4_e2m1fn", "float8_e4m3fn", "bfloat16"), "int4": ("bfloat16", "float16"),
-}
 MAX_MODEL_FILE_BYTES = 4 * 1024 * 1024
 
 # Kernels per decode step, per GPU (issue 14: the launch-overhead term). A census of an eager decode step as
@@ -83,16 +68,18 @@ class Matmul(NamedTuple):
 
 
 def norm_dtype(name: str) -> str:
-    """"bfloat16" -> "bf16" etc.; an unknown name raises ModelError."""
-    d = str(name).strip().lower()
-    d = _DTYPE_ALIASES.get(d, d)
-    if d not in DTYPE_BYTES:
-        raise ModelError(f"unknown dtype {name!r} (known: {', '.join(DTYPE_BYTES)})")
+    """A storage format's short name ("bfloat16" -> "bf16", see bench.dtypes); ModelError if it is not one."""
+    try:
+        d = dtypes.short(name)
+    except dtypes.UnknownDtype:
+        d = None
+    if d not in dtypes.STORAGE:
+        raise ModelError(f"unknown dtype {name!r} (known: {', '.join(dtypes.STORAGE)})")
     return d
 
 
 def dtype_bytes(name: str) -> float:
-    return DTYPE_BYTES[norm_dtype(name)]
+    return dtypes.bytes_per_element(norm_dtype(name))
 
 
 def expected_experts(experts: int, top_k: int, tokens: float) -> float:
@@ -173,8 +160,8 @@ class ModelSpec(BaseModel):
         if self.sliding_window_layers and not self.sliding_window:
             raise ValueError("sliding_window_layers needs sliding_window")
         for d in (self.weight_dtype, self.expert_weight_dtype):
-            if d is not None and norm_dtype(d) not in DTYPE_BYTES:
-                raise ValueError(f"unknown dtype {d!r}")
+            if d is not None:
+                norm_dtype(d)  # ModelError (a ValueError) names an unknown dtype
         return self
 
     # ------------------------------------------------------------------------------------------ layer counts
@@ -257,7 +244,8 @@ class ModelSpec(BaseModel):
     def weight_bytes(self, override: str | None = None) -> float:
         """All weights in memory."""
         wd, ed = self.weight_dtypes(override)
-        return (self.params - self.routed_expert_params) * DTYPE_BYTES[wd] + self.routed_expert_params * DTYPE_BYTES[ed]
+        expert = self.routed_expert_params
+        return (self.params - expert) * dtypes.bytes_per_element(wd) + expert * dtypes.bytes_per_element(ed)
 
     def experts_touched(self, tokens: float) -> float:
         """Expected distinct routed experts per MoE layer for ``tokens`` tokens (0 for a dense model)."""
@@ -269,7 +257,7 @@ class ModelSpec(BaseModel):
         """Weights one forward pass over ``tokens`` tokens reads: the dense part plus the experts it hits."""
         wd, ed = self.weight_dtypes(override)
         experts = self.moe_layers * self.experts_touched(tokens) * self.expert_params
-        return self.dense_params * DTYPE_BYTES[wd] + experts * DTYPE_BYTES[ed]
+        return self.dense_params * dtypes.bytes_per_element(wd) + experts * dtypes.bytes_per_element(ed)
 
     # ---------------------------------------------------------------------------------------------- KV cache
     @property

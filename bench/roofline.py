@@ -59,6 +59,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from . import collectives, dtypes
 from . import models as M
 from . import profile as P
 from .models import ModelSpec
@@ -293,12 +294,12 @@ class Hardware:
 
     # ---------------------------------------------------------------- compute
     def matmul_dtype(self, fmt: str) -> str:
-        """The profile's matmul dtype a weight format computes in (the first this card has, see COMPUTE_DTYPES)."""
+        """The profile's matmul dtype a weight format computes in (the first this card has, see bench.dtypes)."""
         have = self.profile.peaks.matmul_flops
-        for dt in M.COMPUTE_DTYPES.get(fmt, ()) + ("bfloat16", "float16", "float32"):
+        for dt in dtypes.get(fmt).compute + ("bfloat16", "float16", "float32"):
             if _num(have.get(dt)):
-                if dt not in M.COMPUTE_DTYPES.get(fmt, ())[:1]:
-                    self.note(f"{fmt} weights compute as {dt} here (no {M.COMPUTE_DTYPES.get(fmt, (fmt,))[0]} peak)")
+                if dt not in dtypes.get(fmt).compute[:1]:
+                    self.note(f"{fmt} weights compute as {dt} here (no {dtypes.get(fmt).compute[0]} peak)")
                 return dt
         raise RooflineError(f"{self.label}: no matmul FLOP/s for {fmt} or bf16/fp16/fp32 in the profile")
 
@@ -532,7 +533,7 @@ class Roofline:
         self.price = price_usd_per_hour if price_usd_per_hour is not None else hw.price_usd_per_hour
         d, m = self.dep, model
         self.wd, self.ed = m.weight_dtypes(d.weight_dtype)
-        self.wb, self.eb = M.DTYPE_BYTES[self.wd], M.DTYPE_BYTES[self.ed]
+        self.wb, self.eb = dtypes.bytes_per_element(self.wd), dtypes.bytes_per_element(self.ed)
         self.attn_groups = d.gpus // d.tp  # data-parallel attention groups
         self.kv_shards = 1 if m.attention == "mla" else min(d.tp, m.kv_heads)
         self.dense_dtype, self.expert_dtype = hw.matmul_dtype(self.wd), hw.matmul_dtype(self.ed)
@@ -606,19 +607,19 @@ class Roofline:
     def comm_times_s(self, tokens: float) -> tuple[float, float]:
         """(TP all-reduce, EP all-to-all) per-GPU time for ``tokens`` tokens in the replica."""
         m, d = self.model, self.dep
-        act = M.DTYPE_BYTES[d.act_dtype]
+        act = dtypes.bytes_per_element(d.act_dtype)
         tp_t = ep_t = 0.0
         if d.tp > 1:
             msg = tokens / self.attn_groups * m.hidden * act
             one = self.hw.all_reduce_time_s(msg, d.tp)  # measured α + msg/β at this world size, if any
             if one is None:
                 bw, _ = self.hw.link(d.tp)
-                one = 2.0 * (d.tp - 1) / d.tp * msg / bw
+                one = collectives.time_s("all_reduce", msg, bw, d.tp)
             tp_t = m.layers * 2 * one
         if d.ep > 1 and m.is_moe:
             per_rank = tokens / d.gpus * m.experts_per_token * m.hidden * act
             bw, _ = self.hw.a2a_busbw(per_rank, d.ep)
-            ep_t = m.moe_layers * 2 * (per_rank * (d.ep - 1) / d.ep / bw)
+            ep_t = m.moe_layers * 2 * collectives.time_s("all_to_all", per_rank, bw, d.ep)
         return tp_t, ep_t
 
     def step(self, batch: int, context: int) -> StepEstimate:

@@ -63,6 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import dtypes
 from . import models as M
 from . import profile as P
 from . import roofline as R
@@ -146,16 +147,12 @@ def step_dtype(target: Target) -> str:
     return "bfloat16" if (target.capability or (0, 0)) >= (8, 0) else "float16"
 
 
-_MODEL_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-_ESIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
 def deployment(dtype: str, cuda_graphs: bool, kernels: int | None = None,
                attention_impl: str | None = None) -> R.Deployment:
     """One GPU, weights and KV cache in the step's dtype (the model's own release format is not used: the step
     runs what it says); ``kernels``: the kernels the real step launches, when counted (else the model's census);
     ``attention_impl``: the decode-attention kernel the step runs (ATTENTION_IMPL)."""
-    md = _MODEL_DTYPE[dtype]
+    md = dtypes.short(dtype)
     return R.Deployment(weight_dtype=md, kv_dtype=md, act_dtype=md, cuda_graphs=cuda_graphs, kernels_per_step=kernels,
                         attention_impl=attention_impl)
 
@@ -713,8 +710,9 @@ class PointResult:
 def point_bytes(spec: ModelSpec, batch: int, context: int, dtype: str) -> int:
     """Device bytes a point allocates beside the weights: the KV cache of every layer (``context`` tokens per
     sequence, the new one included) and the logits (float64 in the reference)."""
-    kv = 2 * spec.layers * batch * context * spec.kv_heads * spec.head_dim * _ESIZE[dtype]
-    return kv + batch * spec.vocab * (_ESIZE[dtype] + 8)
+    esize = int(dtypes.bytes_per_element(dtype))
+    kv = 2 * spec.layers * batch * context * spec.kv_heads * spec.head_dim * esize
+    return kv + batch * spec.vocab * (esize + 8)
 
 
 REFERENCE_VOCAB_ROWS = 4096  # logits checked per point (random rows of the LM head); the hidden state in full
@@ -953,7 +951,7 @@ def point_order(batches: Sequence[int], contexts: Sequence[int]) -> list[tuple[i
 
 def weights_bytes(model: ModelSpec, dtype: str) -> int:
     """Device bytes of the reduced model's weights as Transformer builds them (every weight but the input table)."""
-    return int(model.params - model.input_embedding_params) * _ESIZE[dtype]
+    return int(model.params - model.input_embedding_params) * int(dtypes.bytes_per_element(dtype))
 
 
 def device_room_bytes(target: Target) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import collectives
 from bench import distributed as D
 from bench import profile as prof
 from bench.benchmarks import a2a as A
@@ -25,18 +26,6 @@ def _ctx(target, ranks=2, **opts):
 
 
 # -- accounting ---------------------------------------------------------------------------------------------
-
-def test_bandwidth_formulas_follow_nccl_tests():
-    assert A.algbw_Bps(1e9, 0.5) == pytest.approx(2e9)
-    # busbw = algbw * (n-1)/n: 2 ranks halve it, 8 ranks keep 7/8, 1 rank moves nothing across a link
-    assert A.busbw_Bps(100.0, 2) == pytest.approx(50.0)
-    assert A.busbw_Bps(100.0, 8) == pytest.approx(87.5)
-    assert A.busbw_Bps(100.0, 1) == 0.0
-    with pytest.raises(ValueError):
-        A.algbw_Bps(1.0, 0.0)
-    with pytest.raises(ValueError):
-        A.busbw_Bps(1.0, 0)
-
 
 def test_uneven_traffic_counts_the_busiest_rank():
     # rank 1 receives 30 rows though everybody sends 10: it is the bottleneck, 3x the mean
@@ -225,7 +214,7 @@ def _rec(kernel, params, nbytes, median_s, **extra):
     n = params.get("world_size", 1)
     alg = nbytes / median_s
     if params["part"] == "collective":
-        extra.update(algbw_Bps=alg, busbw_Bps=A.busbw_Bps(alg, n), launcher="spawn", nodes=1)
+        extra.update(algbw_Bps=alg, busbw_Bps=collectives.busbw_Bps("all_to_all", alg, n), launcher="spawn", nodes=1)
     return measured(benchmark="a2a", kernel=kernel, impl="gloo" if params["part"] == "collective" else "torch",
                     params=params, mode="cpu", device="x", timing=summarize([median_s] * 5, "perf_counter"),
                     bytes=nbytes, **extra)

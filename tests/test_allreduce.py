@@ -9,16 +9,6 @@ from bench.registry import RunContext
 SIZES = [8, 4100, 65_540]  # two floats, an odd-ish size, a bit over 64 KiB
 
 
-def test_busbw_is_algbw_times_2_n_minus_1_over_n():
-    # nccl-tests doc/PERFORMANCE.md: all-reduce busbw = algbw * 2(n-1)/n
-    assert B.bus_bandwidth(100.0, 2) == pytest.approx(100.0)
-    assert B.bus_bandwidth(100.0, 4) == pytest.approx(150.0)
-    assert B.bus_bandwidth(100.0, 8) == pytest.approx(175.0)
-    assert B.bus_bandwidth(100.0, 1) == 0.0
-    with pytest.raises(ValueError):
-        B.bus_bandwidth(1.0, 0)
-
-
 def test_message_sweeps():
     gq, gf = B.message_sizes(True, True), B.message_sizes(True, False)
     assert gq[0] == gf[0] == 8 and gq[-1] == 256 * 2**20 and gf[-1] == 2**30

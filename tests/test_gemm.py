@@ -125,7 +125,7 @@ def test_gpu_sweep_plan(cpu_target):
     assert any(p["impls"] == "torch,triton" and (p["M"], p["dtype"]) == (8192, "bfloat16") for p in quick)
     full = G.BENCHMARK.sweep(RunContext(target=h100, quick=False))
     assert len(full) > len(quick)
-    assert {p["dtype"] for p in full if "triton" in p["impls"] and p["family"] == "square"} == set(G.TRITON_DTYPES)
+    assert {p["dtype"] for p in full if "triton" in p["impls"] and p["family"] == "square"} == set(G.DTYPES)
     # a small card leaves out what does not fit beside its float64 reference
     small = dataclasses.replace(h100, memory_bytes=4 * 10**9)
     assert all(G._footprint(p["M"], p["N"], p["K"], p["dtype"]) <= 2 * 10**9
@@ -449,7 +449,7 @@ def test_benchmark_points_on_gpu(gpu_target):
             assert m.status in ("ok", "skipped"), (dt, m.impl, m.reason)
             if m.status == "ok":
                 assert m.flops > 0 and "flushed" in m.cache
-    for dt in G.TRITON_DTYPES:
+    for dt in G.DTYPES:
         for (M, N, Kd) in G.EDGE_SHAPES:
             if dt == "float8_e4m3fn" and Kd % 16:
                 continue

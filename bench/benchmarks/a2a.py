@@ -17,9 +17,8 @@ nodes). In one launch every rank runs
   dispatched rows exactly, then a dispatch → expert MLPs → combine → weighted un-permute round trip must
   reproduce a single-process float64 MoE layer (kernels.moe.reference_moe) within the dtype's tolerance.
 
-Accounting (stated once, here; nccl-tests doc/PERFORMANCE.md): algorithm bandwidth algbw = bytes a rank
-sends (its chunk to itself included) / time; bus bandwidth busbw = algbw × (n − 1)/n, the fraction that
-actually crosses the links, comparable across world sizes and with the link rate. For uneven (MoE) traffic
+Accounting (bench.collectives, nccl-tests' definitions): algbw = bytes a rank sends (its chunk to itself
+included) / time; busbw = algbw × (n − 1)/n, the fraction that actually crosses the links. For uneven (MoE) traffic
 the bytes are the busiest rank's max(sent, received) and the time is the slowest rank's. Timing: all ranks
 run the same fixed number of repetitions (agreed after a calibration), a barrier before each; on GPU CUDA
 events on each rank; the slowest rank's statistics are reported. Nothing is flushed: a message crosses
@@ -49,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import checks
+from bench import checks, collectives, dtypes
 from bench.fit import geometric_sizes
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
@@ -85,20 +84,6 @@ MODELS: dict[str, MoEShape] = {
 }
 
 
-# ---- accounting (the formulas above, once) ------------------------------------------------------------
-
-def algbw_Bps(nbytes: float, time_s: float) -> float:
-    """Algorithm bandwidth: bytes one rank sends / time (nccl-tests)."""
-    if time_s <= 0:
-        raise ValueError("time must be positive")
-    return nbytes / time_s
-
-
-def busbw_Bps(algbw: float, world_size: int) -> float:
-    """Bus bandwidth of an all-to-all: algbw × (n−1)/n — the (n−1)/n of each rank's bytes that leave it."""
-    if world_size < 1:
-        raise ValueError("world size must be >= 1")
-    return algbw * (world_size - 1) / world_size
 
 
 def moe_traffic_bytes(sent_rows: list[int], recv_rows: list[int], hidden: int, esize: int) -> tuple[int, float]:
@@ -258,7 +243,7 @@ class A2ABenchmark:
         rows = T * shape.top_k
         flop = local_flops(op, rows, shape.hidden, shape.intermediate)
         experts = shape.local_experts if op == "grouped_mlp" else shape.experts
-        params = {**point, "dtype": checks.dtype_name(dtype), "hidden": shape.hidden, "top_k": shape.top_k,
+        params = {**point, "dtype": dtypes.name(dtype), "hidden": shape.hidden, "top_k": shape.top_k,
                   "experts": experts, "intermediate": shape.intermediate if op == "grouped_mlp" else None,
                   "rows": rows}
         cache = "flush L2 before each repetition" if t.is_cuda else "CPU: no flush"
@@ -517,8 +502,8 @@ def _equal_point(c: _Comm, plan: dict, size: int) -> list[Measurement]:
     timing = c.time(lambda: c.dist.all_to_all_single(recv, send), plan["min_time_s"]) if chk.passed else None
     extra = c.extra()
     if timing is not None:
-        alg = algbw_Bps(nbytes, timing.median_s)
-        extra.update(algbw_Bps=alg, busbw_Bps=busbw_Bps(alg, n))
+        alg = collectives.algbw_Bps(nbytes, timing.median_s)
+        extra.update(algbw_Bps=alg, busbw_Bps=collectives.busbw_Bps("all_to_all", alg, n))
     return [measured(kernel="all_to_all", params=params, timing=timing, bytes=nbytes, check=chk,
                      cache="none: messages cross links", **c.base(), **extra)]
 
@@ -558,7 +543,7 @@ def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[M
     n, me, dev = c.n, c.rank, c.device
     shape = MODELS[model]
     E, H, k = shape.experts, shape.hidden, shape.top_k
-    dtype = checks.DTYPES[plan["dtype"]]
+    dtype = dtypes.torch_dtype(plan["dtype"])
     esize = torch.empty((), dtype=dtype).element_size()
     seed = random.Random(f"{plan['seed']}:{model}:{T}:{traffic}").randrange(1 << 30)
     bias = _router_bias(shape, traffic, seed, dev)
@@ -646,8 +631,8 @@ def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[M
         timing = c.time(fn, plan["min_time_s"]) if ok else None
         extra = {**c.extra(), **shape_info}
         if timing is not None:
-            alg = algbw_Bps(nbytes, timing.median_s)
-            extra.update(algbw_Bps=alg, busbw_Bps=busbw_Bps(alg, n))
+            alg = collectives.algbw_Bps(nbytes, timing.median_s)
+            extra.update(algbw_Bps=alg, busbw_Bps=collectives.busbw_Bps("all_to_all", alg, n))
         out_recs.append(measured(kernel=phase, params=params, timing=timing, bytes=nbytes, check=chk,
                                  cache="none: messages cross links", **c.base(), **extra))
     return out_recs

@@ -17,17 +17,16 @@ clock (gloo, whose all-reduce is synchronous); every rank runs the same number o
 a calibration: differing counts would deadlock). The slowest rank's statistics are reported (the
 collective is done when its last rank is).
 
-Accounting (stated once, as nccl-tests doc/PERFORMANCE.md defines it): with S = message bytes per rank
-and t the time, algbw = S / t; busbw = algbw × 2(n − 1)/n, because a ring all-reduce sends and receives
-2(n − 1)/n · S per rank (a reduce-scatter then an all-gather), so busbw is comparable with the link's rate
-whatever n is. Each world size's curve gets a latency–bandwidth fit t = α + S/β (bench/fit.py), so the
-roofline model can price a 16 KiB all-reduce directly. World size 1 has nothing to reduce: skipped.
+Accounting (bench.collectives, nccl-tests' definitions): with S = message bytes per rank and t the time,
+algbw = S / t; busbw = algbw × 2(n − 1)/n, what a ring all-reduce sends and receives per rank. Each world
+size's curve gets a latency–bandwidth fit t = α + S/β (bench/fit.py), so the roofline model can price a 16 KiB
+all-reduce directly. World size 1 has nothing to reduce: skipped.
 """
 from __future__ import annotations
 
 import torch
 
-from bench import checks
+from bench import checks, collectives
 from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
@@ -36,13 +35,6 @@ DTYPE = torch.float32
 ESIZE = 4
 MAX_REPS = 2000
 ONE_RANK = "world size 1: all-reduce needs >= 2 ranks (start more GPUs, --ranks N in CPU mode, or torchrun)"
-
-
-def bus_bandwidth(algbw_Bps: float, world_size: int) -> float:
-    """nccl-tests' all-reduce bus bandwidth: algbw × 2(n − 1)/n."""
-    if world_size < 1:
-        raise ValueError("world size must be >= 1")
-    return algbw_Bps * 2 * (world_size - 1) / world_size
 
 
 def message_sizes(on_gpu: bool, quick: bool) -> list[int]:
@@ -164,7 +156,8 @@ class AllReduceBenchmark:
                         reference="exact sum of every rank's known contribution",
                         detail="" if ok else f"{row['bad']} of {row['numel']} elements wrong on some rank")
             tm = Timing(**row["timing"]) if ok else None
-            busbw = bus_bandwidth(size / tm.median_s, n) if tm is not None and tm.median_s > 0 else None
+            timed = tm is not None and tm.median_s > 0
+            busbw = collectives.busbw_Bps("all_reduce", size / tm.median_s, n) if timed else None
             extra = {"busbw_Bps": busbw, "slowest_rank": row.get("slowest_rank"),
                      "rank_medians_s": row.get("rank_medians_s")} if ok else {}
             out.append(measured(benchmark=self.name, kernel="all_reduce", impl=impl, params=params, mode=mode,
@@ -185,7 +178,7 @@ class AllReduceBenchmark:
             curve.append({"world_size": n, "backend": m.impl, "dtype": m.params.get("dtype", "float32"),
                           "size_bytes": int(m.params["size_bytes"]), "median_s": m.timing.median_s,
                           "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "algbw_Bps": m.bandwidth_Bps,
-                          "busbw_Bps": bus_bandwidth(m.bandwidth_Bps, n)})
+                          "busbw_Bps": collectives.busbw_Bps("all_reduce", m.bandwidth_Bps, n)})
         if not curve:
             return {"interconnect": {"notes": notes}} if notes else {}
         curve.sort(key=lambda c: (c["world_size"], c["backend"], c["size_bytes"]))

@@ -41,7 +41,7 @@ import math
 
 import torch
 
-from bench import checks
+from bench import checks, dtypes
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
 
@@ -81,7 +81,7 @@ def _dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype]:
     """(kv dtype, q dtype): an fp8 cache is read with bf16 queries."""
     if dtype == FP8_KV:
         return getattr(torch, FP8_KV), torch.bfloat16
-    dt = checks.DTYPES[dtype]
+    dt = dtypes.torch_dtype(dtype)
     return dt, dt
 
 

@@ -40,13 +40,13 @@ import math
 
 import torch
 
-from bench import checks
+from bench import checks, dtypes
 from bench.measurement import Measurement, measured
 from bench.registry import RunContext
 from bench.timing import L2Flusher
 
-DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
-TRITON_DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
+# every matmul dtype rooflab measures, each by the library and by the Triton kernels
+DTYPES = dtypes.MATMUL
 CPU_DTYPES = ("float32", "bfloat16", "float16")  # what the CPU BLAS runs (no TF32, no fp8)
 LLM_BATCH = (1, 8, 32, 128, 512, 2048, 8192)
 # (N, K) of real layers (C = X @ Wᵀ with W of shape (N, K)) and what they are.
@@ -129,10 +129,6 @@ def triton_support(dtype: str, target) -> tuple[bool, str]:
     return True, ""
 
 
-def _torch_dtype(dtype: str) -> torch.dtype:
-    return torch.float32 if dtype == "tf32" else getattr(torch, dtype)
-
-
 def _library(dtype: str, on_gpu: bool) -> str:
     if not on_gpu:
         return "CPU BLAS (torch.matmul)"
@@ -149,7 +145,7 @@ def _flush_note(t) -> str:
 
 def _footprint(M: int, N: int, K: int, dtype: str) -> int:
     """Device bytes a point needs: operands, output, and the float64 copies of the reference."""
-    e = 1 if dtype == "float8_e4m3fn" else _torch_dtype(dtype).itemsize
+    e = int(dtypes.bytes_per_element(dtype))
     return (M * K + K * N) * (e + 4 + 8) + M * N * (4 + 8 + 8)
 
 
@@ -172,12 +168,12 @@ class GemmBenchmark:
         torch_ok = {dt: torch_support(dt, t)[0] for dt in DTYPES}
         for dt in DTYPES:  # a dtype the device cannot run: one point, recorded as skipped with its reason
             if not torch_ok[dt]:
-                both = dt in TRITON_DTYPES and not triton_support(dt, t)[0]
+                both = dt in DTYPES and not triton_support(dt, t)[0]
                 add("square", dt, squares[0], squares[0], squares[0], "torch,triton" if both else "torch")
 
         # Squares. Triton is timed on GPU only (on CPU the interpreter checks it on the edge shapes).
-        tri_square = ("bfloat16", "float8_e4m3fn") if quick else TRITON_DTYPES
-        tri_ok = {dt: triton_support(dt, t)[0] for dt in TRITON_DTYPES}
+        tri_square = ("bfloat16", "float8_e4m3fn") if quick else DTYPES
+        tri_ok = {dt: triton_support(dt, t)[0] for dt in DTYPES}
         for dt in DTYPES if gpu else CPU_DTYPES:
             if not torch_ok[dt]:
                 continue
@@ -210,7 +206,7 @@ class GemmBenchmark:
         # Edge shapes for the Triton kernel's masks: every Triton dtype, correctness only (GPU quick: one odd
         # shape for the pointer kernel and the TMA one). fp8 needs K % 16 == 0 (TMA rows of 16 bytes).
         edge = EDGE_SHAPES if (not gpu or not quick) else (EDGE_SHAPES[0], EDGE_SHAPES[-1])
-        for dt in TRITON_DTYPES:
+        for dt in DTYPES:
             if not tri_ok[dt]:
                 continue
             for (M, N, K) in edge:
@@ -291,7 +287,7 @@ class GemmBenchmark:
             b_q = w_q.t()
             ref = torch.matmul(a_q.double() * sa.double(), b_q.double() * sb.double())
             return {"a": a_q, "b": b_q, "scale_a": sa, "scale_b": sb, "ref": ref, "in_size": 1, "out_size": 2}
-        tdt = _torch_dtype(dt)
+        tdt = dtypes.torch_dtype(dt)
         scale = K ** -0.25  # C = Σ_K a·b has variance K·scale⁴ = 1: no overflow in fp16 at any K
         a = checks.random_tensor((M, K), tdt, dev, gen, scale=scale)
         w = checks.random_tensor((N, K), tdt, dev, gen, scale=scale)
@@ -402,7 +398,7 @@ class GemmBenchmark:
             chk = checks.compare(c, ref, tolerance(dt, K), "float64 of the dequantised fp8 inputs")
             kernel = "TMA"
         else:
-            tdt = _torch_dtype(dt)
+            tdt = dtypes.torch_dtype(dt)
             a = checks.random_tensor((M, K), tdt, t.torch_device, gen, scale=K ** -0.25)
             w = checks.random_tensor((N, K), tdt, t.torch_device, gen, scale=K ** -0.25)
             ref = Kg.reference(a, w.t())

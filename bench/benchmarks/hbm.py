@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from bench import checks
+from bench import checks, dtypes
 from bench.measurement import Check, Measurement, measured
 from bench.registry import RunContext
 
@@ -97,7 +97,7 @@ class HBMBenchmark:
         from kernels import hbm as K
 
         t = ctx.target
-        dtype = checks.DTYPES[point["dtype"]]
+        dtype = dtypes.torch_dtype(point["dtype"])
         ws = int(point["working_set_bytes"])
         esize = torch.empty((), dtype=dtype).element_size()
         gen = checks.generator(t.torch_device, ctx.seed_for(point))

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import dtypes
 from ..measurement import Measurement
 from ..profile import Profile
 
@@ -308,17 +309,12 @@ def _comparisons(rd: ReportData) -> list[Comparison]:
     return [c for c in out if c.measured or c.spec]
 
 
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
-                  "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn", "fp64": "float64"}
-
-
 def norm_dtype(dt: str) -> str:
-    return _DTYPE_ALIASES.get(str(dt).lower(), str(dt).lower())
-
-
-# the matmul dtypes rooflab measures (bench/benchmarks/gemm.py): a spec's other rates (int8 OP/s, fp64) have no
-# measured counterpart, so the report leaves them out
-MEASURED_DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8_e4m3fn")
+    """torch's name of a matmul dtype ("bf16" -> "bfloat16"); a name bench.dtypes does not know is kept as given."""
+    try:
+        return dtypes.name(dt)
+    except dtypes.UnknownDtype:
+        return str(dt).lower()
 
 
 def _spec_numbers(spec: Profile) -> tuple[float | None, dict[str, float], float | None]:
@@ -326,7 +322,7 @@ def _spec_numbers(spec: Profile) -> tuple[float | None, dict[str, float], float 
     peaks = d.get("peaks") or {}
     mem = _num(peaks.get("memory_bandwidth_Bps"))
     comp = {norm_dtype(k): v for k, v in (peaks.get("matmul_flops") or {}).items()
-            if _num(v) and norm_dtype(k) in MEASURED_DTYPES}
+            if _num(v) and norm_dtype(k) in dtypes.MATMUL}
     link = None
     for sect in (d.get("interconnect") or {}, d.get("links") or {}, peaks, d):
         if isinstance(sect, dict):
