@@ -22,8 +22,9 @@ kept beside it for display (the tests check the count against them: within 2% fo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -54,7 +55,8 @@ class ModelError(ValueError):
     """A model that cannot be used; the message is one line, fit for the CLI."""
 
 
-class Matmul(NamedTuple):
+@dataclass(frozen=True)
+class Matmul:
     """One weight shape of a decode step: C[M, n] = X[M, k] · Wᵀ, ``count`` times per step. ``part``: "dense"
     (every token) or "expert" (per routed expert hit); ``split``: how tensor parallelism cuts W: by output
     columns ("col", n / tp), by input rows ("row", k / tp) or not at all ("none")."""
@@ -251,7 +253,7 @@ class ModelSpec(BaseModel):
         """Expected distinct routed experts per MoE layer for ``tokens`` tokens (0 for a dense model)."""
         if not self.is_moe:
             return 0.0
-        return expected_experts(self.routed_experts, self.experts_per_token, tokens)
+        return expected_experts(self.routed_experts or 0, self.experts_per_token or 0, tokens)
 
     def weight_bytes_touched(self, tokens: float, override: str | None = None) -> float:
         """Weights one forward pass over ``tokens`` tokens reads: the dense part plus the experts it hits."""
@@ -481,7 +483,8 @@ def from_hf_config(cfg: dict, where: str = "config.json") -> dict:
     elif window and cfg.get("use_sliding_window"):
         out.update(sliding_window=window, sliding_window_layers=layers)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-    quant = cfg.get("quantization_config") if isinstance(cfg.get("quantization_config"), dict) else {}
+    q = cfg.get("quantization_config")
+    quant: dict[str, Any] = q if isinstance(q, dict) else {}
     method = str(quant.get("quant_method", "")).lower()
     try:
         out["weight_dtype"] = norm_dtype(dtype)

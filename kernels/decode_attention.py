@@ -357,7 +357,7 @@ def decode_attention(
         po, pl = workspace.partial_out, workspace.partial_lse
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     paged = block_table is not None
-    bt = block_table if paged else seq_lens  # any int tensor: never read when not PAGED
+    bt = block_table if block_table is not None else seq_lens  # any int tensor: never read when not PAGED
     args = (
         q, k_cache, v_cache, seq_lens, bt, out, po, pl,
         scale * float(k_scale) * LOG2E, float(v_scale), plan.split_tokens,
@@ -374,7 +374,7 @@ def decode_attention(
     grid = (plan.num_splits, Hkv, B)
     if on_gpu and config is None:
         _stage1_tuned[grid](*args, **meta, DOT_F32=False)
-    elif on_gpu:
+    elif on_gpu and config is not None:
         cfg = dict(config)
         _decode_stage1[grid](*args, **meta, DOT_F32=False, BLOCK_N=cfg["BLOCK_N"],
                              num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
@@ -465,15 +465,15 @@ def sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float 
                 enable_gqa: bool = False, exclude: tuple[str, ...] = ()) -> torch.Tensor:
     """torch SDPA over a batch of equal-length sequences: q [B, Hq, D], k/v from :func:`sdpa_inputs`.
     ``exclude``: SDPA backends (names of ``torch.nn.attention.SDPBackend``) torch may not choose."""
-    kw = {"enable_gqa": True} if enable_gqa else {}
     if exclude:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         allowed = [getattr(SDPBackend, n) for n in SDPA_BACKENDS if n not in exclude and hasattr(SDPBackend, n)]
         with sdpa_kernel(allowed):
-            o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, **kw)
+            o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale,
+                                                                 enable_gqa=enable_gqa)
     else:
-        o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, **kw)
+        o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, enable_gqa=enable_gqa)
     return o.squeeze(2)
 
 

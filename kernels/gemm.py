@@ -262,15 +262,15 @@ def _launch_tma(family: str, a, b, out, M, N, K, prec, scales, config) -> None:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
         _TUNED_TMA[family][grid](*args, PRECISION=prec, SCALED=scaled)
         return
-    cfg = dict(INTERP_CONFIG if not a.is_cuda else config)
+    cfg = dict(config if a.is_cuda and config is not None else INTERP_CONFIG)
     warps, stages = cfg.pop("num_warps", 4), cfg.pop("num_stages", 3)
     upcast = not a.is_cuda and a.dtype != torch.float16 and family != "tf32"
     if not a.is_cuda and family == "tf32":
         prec = "ieee"  # the interpreter has no TF32: exact fp32 products
     a_desc.block_shape = [cfg["BLOCK_M"], cfg["BLOCK_K"]]
     b_desc.block_shape = [cfg["BLOCK_N"], cfg["BLOCK_K"]]
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
-    _matmul_tma_kernel[grid](*args, PRECISION="ieee" if upcast else prec, SCALED=scaled, UPCAST=upcast,
+    tiles = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _matmul_tma_kernel[tiles](*args, PRECISION="ieee" if upcast else prec, SCALED=scaled, UPCAST=upcast,
                              num_warps=warps, num_stages=stages, **cfg)
 
 
@@ -305,15 +305,15 @@ def triton_matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = N
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
         _TUNED[family][grid](*args, PRECISION=prec)
         return out
-    cfg = dict(INTERP_CONFIG if not a.is_cuda else config)
+    cfg = dict(config if a.is_cuda and config is not None else INTERP_CONFIG)
     warps, stages = cfg.pop("num_warps", 4), cfg.pop("num_stages", 3)
     # CPU tensors run in the interpreter, whose tl.dot multiplies bfloat16 bit patterns as integers: there
     # the tiles are widened to fp32 first (exact for 16-bit inputs; same fp32 accumulation).
     upcast = not a.is_cuda and a.dtype == torch.bfloat16
     if upcast:
         prec = "ieee"
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
-    _kernel[grid](*args, PRECISION=prec, UPCAST=upcast, num_warps=warps, num_stages=stages, **cfg)
+    tiles = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _kernel[tiles](*args, PRECISION=prec, UPCAST=upcast, num_warps=warps, num_stages=stages, **cfg)
     return out
 
 

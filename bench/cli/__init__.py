@@ -17,7 +17,7 @@ from bench.cli import run  # noqa: F401
 
 # isort: split
 from bench.cli import doctor, profiles, report, validate  # noqa: F401
-from bench.cli.base import CLIError, _ClickException, app
+from bench.cli.base import ClickException, CLIError, app, click_error
 
 __all__ = ["CLIError", "app", "main"]
 
@@ -34,12 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("rooflab: aborted", file=sys.stderr)
         sys.exit(130)
-    except _ClickException as e:
-        msg = " ".join(e.format_message().split())
+    except ClickException as e:
+        msg, code = click_error(e)
         if not msg:  # no-args-is-help: the help was printed already
             sys.exit(2)
         print(f"rooflab: error: {msg}", file=sys.stderr)
-        sys.exit(e.exit_code if e.exit_code else 2)
+        sys.exit(code)
     except CLIError as e:
         print(f"rooflab: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(e.code)

@@ -11,7 +11,14 @@ import typer
 from bench import __version__
 
 # click's base exception, found through typer so this works whether typer vendors click or depends on it
-_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def click_error(e: Exception) -> tuple[str, int]:
+    """(the message on one line, the exit status: 2 unless click says otherwise) of a click usage error."""
+    fmt = getattr(e, "format_message", None)
+    msg = fmt() if callable(fmt) else str(e)
+    return " ".join(str(msg).split()), int(getattr(e, "exit_code", 0) or 2)
 
 app = typer.Typer(
     name="rooflab",

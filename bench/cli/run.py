@@ -109,7 +109,7 @@ def run(
     if quiet:  # only rank 0 writes the results; the other ranks' files go to a scratch directory
         import tempfile
 
-        out = Path(tempfile.mkdtemp(prefix=f"rooflab-rank{launched.rank}-"))
+        out = Path(tempfile.mkdtemp(prefix=f"rooflab-rank{launched.rank if launched else 0}-"))
 
     out_dir = resume if resume is not None else out if out is not None else runner.default_out_dir(target)
     con = console()
@@ -144,11 +144,11 @@ def run(
 
 
 def progress_bar(con, disable: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=con, disable=disable, transient=False)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def cb(bname: str, i: int, n: int, point: dict) -> None:
         if bname not in tasks:

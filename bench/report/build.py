@@ -6,6 +6,7 @@ an odd value) without costing the run its report: the section then says why.
 """
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,22 +243,23 @@ def report_data(p: Profile, records: list[Measurement], *, model: str = DEFAULT_
 def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool = True, with_plots: bool = True,
           rd: D.ReportData | None = None, **model_kw) -> Written:
     """Write report.md (+ report.html) and plots/*.png into ``out``; returns what was written."""
-    from . import html as H
-    from . import markdown as M
+    from . import html as html_doc
+    from . import markdown as markdown_doc
 
     out = Path(out)
     rd = rd or report_data(p, records, **model_kw)
     w = Written()
-    plots = None
+    plots: dict[str, bytes | str | None] | None = None
     if with_plots:
+        plot_mod: types.ModuleType | None
         try:
-            from . import plots as PL
+            from . import plots as plot_mod
         except ImportError as e:  # matplotlib missing or broken: the text report still gets written
-            PL, plots = None, dict.fromkeys(("roofline",), f"plots need matplotlib: {e}")
-        if PL is not None:
-            plots = PL.render_all(rd)
-        for name in (list(PL.PLOTS) + ["pareto"]) if PL is not None else []:
-            v = plots.get(name)
+            plot_mod, plots = None, dict.fromkeys(("roofline",), f"plots need matplotlib: {e}")
+        if plot_mod is not None:
+            plots = plot_mod.render_all(rd)
+        for name in (list(plot_mod.PLOTS) + ["pareto"]) if plot_mod is not None else []:
+            v = plots.get(name) if plots is not None else None
             target = out / PLOT_DIR / f"{name}.png"
             if isinstance(v, bytes):
                 prof.atomic_write_bytes(target, v)
@@ -266,9 +268,9 @@ def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool
             else:
                 target.unlink(missing_ok=True)  # a plot of an earlier report of this directory is stale now
                 w.plots[name] = v or "not measured"
-    prof.atomic_write_text(out / REPORT_MD, M.render(p, records, plots=plots, rd=rd))
+    prof.atomic_write_text(out / REPORT_MD, markdown_doc.render(p, records, plots=plots, rd=rd))
     w.files.append(out / REPORT_MD)
     if html:
-        prof.atomic_write_text(out / REPORT_HTML, H.render(p, records, plots=plots, rd=rd))
+        prof.atomic_write_text(out / REPORT_HTML, html_doc.render(p, records, plots=plots, rd=rd))
         w.files.append(out / REPORT_HTML)
     return w

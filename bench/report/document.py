@@ -108,9 +108,9 @@ def _summary(rd: ReportData) -> list[Block]:
         rows.append(["decode attention", fmt_rate(best.bandwidth_Bps),
                      f"best: batch {best.batch}, context {best.context}"])
     if rd.a2a:
-        best = max(rd.a2a, key=lambda a: a.busbw_Bps)
-        rows.append(["all-to-all bus bandwidth", fmt_rate(best.busbw_Bps),
-                     f"best: {best.world_size} ranks, {fmt_bytes(best.message_bytes)} per rank"])
+        top = max(rd.a2a, key=lambda a: a.busbw_Bps)
+        rows.append(["all-to-all bus bandwidth", fmt_rate(top.busbw_Bps),
+                     f"best: {top.world_size} ranks, {fmt_bytes(top.message_bytes)} per rank"])
     out: list[Block] = [Heading("Summary")]
     if rd.profile.run and rd.profile.run.mode == "cpu":
         out.append(Para("CPU mode: these are CPU numbers (DRAM, CPU BLAS), not a GPU's; Triton kernels ran in "
@@ -349,9 +349,7 @@ def _telemetry(tel: dict) -> list[Block]:
         crow = []
         for peak, c in conds.items():
             if isinstance(c, dict):
-                sm = c.get("sm_clock_Hz") if isinstance(c.get("sm_clock_Hz"), dict) else {}
-                pw = c.get("power_W") if isinstance(c.get("power_W"), dict) else {}
-                tc = c.get("gpu_temp_C") if isinstance(c.get("gpu_temp_C"), dict) else {}
+                sm, pw, tc = (_dict(c.get(k)) for k in ("sm_clock_Hz", "power_W", "gpu_temp_C"))
                 crow.append([peak, str(c.get("measurement", "")), _value("sm_clock_Hz", sm.get("median")),
                              _value("power_W", pw.get("median")), _value("gpu_temp_C", tc.get("max")),
                              ", ".join(c.get("throttle_reasons") or []) or ("yes" if c.get("throttled") else "no")])
@@ -446,3 +444,7 @@ def build(rd: ReportData, plots: dict[str, Any] | None = None) -> tuple[str, lis
     blocks += _environment(rd)
     blocks += _failures(rd)
     return f"rooflab report: {rd.profile.name}", blocks
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}

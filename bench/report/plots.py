@@ -9,6 +9,7 @@ card looks the same in every plot and every report.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -397,7 +398,7 @@ def spec_vs_measured_figure(rd: ReportData) -> Figure | None:
     fig, (ax,) = _fig(size=(SIZE[0], 1.6 + 0.55 * len(both)))
     colour = card_colour(rd.card)
     ys = list(range(len(both)))[::-1]
-    ratios = [100 * c.ratio for c in both]
+    ratios = [100 * (c.ratio or 0.0) for c in both]
     ax.barh(ys, ratios, color=colour, alpha=0.85, height=0.6)
     ax.axvline(100, color="black", ls="--", lw=1)
     for y, c, r in zip(ys, both, ratios):
@@ -501,9 +502,9 @@ def render_all(rd: ReportData) -> dict[str, bytes | str | None]:
     (a plot must never cost the run its report)."""
     out: dict[str, bytes | str | None] = {}
     for name, (_, fn) in PLOTS.items():
-        out[name] = _draw(lambda fn=fn: fn(rd))
+        out[name] = _draw(functools.partial(fn, rd))
     if rd.pareto is not None:
-        out["pareto"] = _draw(lambda: pareto_figure(rd.pareto))
+        out["pareto"] = _draw(functools.partial(pareto_figure, rd.pareto))
     return out
 
 
