@@ -42,7 +42,7 @@ import math
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Check, Measurement, measured
+from bench.measurement import Check, Measurement, measured, not_measured
 from bench.registry import RunContext
 
 # (q_heads, kv_heads, head_dim) of real models (../shared/reference/models.csv)
@@ -108,8 +108,8 @@ def _esize(dt: torch.dtype) -> int:
 
 
 def _skipped(name: str, point: dict, target, reason: str, impl: str = "*", **params) -> Measurement:
-    return Measurement(benchmark=name, kernel="decode", impl=impl, params={**point, **params},
-                       status="skipped", reason=reason, mode=target.backend, device=target.name)
+    return not_measured(benchmark=name, kernel="decode", impl=impl, params={**point, **params}, reason=reason,
+                        mode=target.backend, device=target.name)
 
 
 class DecodeBenchmark:

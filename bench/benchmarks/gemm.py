@@ -41,7 +41,7 @@ import math
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Measurement, measured
+from bench.measurement import Measurement, measured, not_measured
 from bench.registry import RunContext
 from bench.timing import L2Flusher
 
@@ -256,9 +256,9 @@ class GemmBenchmark:
             ok, why = supported[impl]
             if not ok:
                 mode = t.triton_mode if impl == "triton" else t.backend
-                out.append(Measurement(params=params, impl=impl, status="skipped", reason=why, mode=mode,
-                                       extra={"library": _library(dt, t.is_cuda) if impl == "torch" else "Triton"},
-                                       **common))
+                out.append(not_measured(benchmark=self.name, kernel="matmul", impl=impl, params=params,
+                                        reason=why, mode=mode, device=t.name,
+                                        extra={"library": _library(dt, t.is_cuda) if impl == "torch" else "Triton"}))
         runnable = [i for i in impls if supported[i][0]]
         if not runnable:
             return out
