@@ -51,7 +51,7 @@ import torch
 from bench import checks, collectives, dtypes
 from bench.fit import geometric_sizes
 from bench.measurement import Check, Measurement, measured, not_measured
-from bench.registry import RunContext
+from bench.registry import Benchmark, RunContext
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 WORLD_SIZE_1 = "world size 1: all-to-all needs ≥ 2 ranks"
@@ -124,7 +124,7 @@ def expert_owner(expert: int, experts: int, world_size: int) -> int:
 
 # ---- the benchmark -------------------------------------------------------------------------------------
 
-class A2ABenchmark:
+class A2ABenchmark(Benchmark):
     name = "a2a"
     title = "MoE all-to-all (dispatch/combine) and the local permute / grouped GEMM"
     # one collective point is a whole launch (rank start-up, NCCL init, the message sweep, the MoE points):

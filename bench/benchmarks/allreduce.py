@@ -29,7 +29,7 @@ import torch
 from bench import checks, collectives
 from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured, not_measured
-from bench.registry import RunContext
+from bench.registry import Benchmark, RunContext
 
 DTYPE = torch.float32
 ESIZE = 4
@@ -122,7 +122,7 @@ def _rank_size(info, size: int, seed: int, min_time_s: float) -> dict:
 
 # -- the benchmark ----------------------------------------------------------------------------------------
 
-class AllReduceBenchmark:
+class AllReduceBenchmark(Benchmark):
     name = "allreduce"
     title = "All-reduce (torch.distributed: NCCL on GPUs, gloo on CPU ranks)"
 

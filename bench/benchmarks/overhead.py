@@ -30,7 +30,7 @@ import torch
 
 from bench import checks, timing
 from bench.measurement import Check, Measurement, measured, not_measured
-from bench.registry import RunContext
+from bench.registry import Benchmark, RunContext
 
 LAUNCHES_QUICK = 256  # kernels per timed sample: amortises the events, stays well inside CUDA's launch queue
 LAUNCHES_FULL = 512
@@ -56,7 +56,7 @@ def _skipped(ctx: RunContext, kernel: str, impl: str, params: dict, reason: str)
                         mode=ctx.target.backend, device=ctx.target.name)
 
 
-class OverheadBenchmark:
+class OverheadBenchmark(Benchmark):
     name = "overhead"
     title = "Fixed costs: kernel launch, CUDA-graph replay, host↔device sync"
 

@@ -46,7 +46,7 @@ import torch
 from bench import checks
 from bench.fit import geometric_sizes, try_fit
 from bench.measurement import Check, Measurement, measured, not_measured
-from bench.registry import RunContext
+from bench.registry import Benchmark, RunContext
 from bench.telemetry import PCIE_SOURCE, PCIE_LANE_Bps, pcie_rate_Bps  # noqa: F401 - the one PCIe table
 
 KIB = 1024
@@ -80,7 +80,7 @@ def pcie_link(target) -> dict:
 
 # -- the benchmark ----------------------------------------------------------------------------------------
 
-class TransferBenchmark:
+class TransferBenchmark(Benchmark):
     name = "transfer"
     title = "Host↔device copies (PCIe): pinned and pageable, each direction and both at once"
 
