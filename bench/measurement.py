@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .timing import Timing
 
 Status = Literal["ok", "failed", "skipped"]
+NotMeasuredStatus = Literal["failed", "skipped"]  # the status of a record without a number
 # cuda: timed on the GPU. cpu: a PyTorch kernel timed on the CPU (a real CPU number).
 # interpreter: a Triton kernel run by TRITON_INTERPRET=1, checked for correctness only, never timed.
 Mode = Literal["cuda", "cpu", "interpreter"]
@@ -121,7 +122,10 @@ def measured(
     if timing is not None and timing.median_s > 0:
         bw = bytes / timing.median_s if bytes is not None else None
         fl = flop_count / timing.median_s if flop_count is not None else None
-    status: Status = "ok" if check is None or check.passed else "failed"
+    reason = None
+    if check is not None and not check.passed:
+        reason = f"correctness check failed: {check.detail or check.rel_err}"
+    status: Status = "ok" if reason is None else "failed"
     return Measurement(
         benchmark=benchmark,
         kernel=kernel,
@@ -129,7 +133,7 @@ def measured(
         params=params,
         key=key,
         status=status,
-        reason=None if status == "ok" else f"correctness check failed: {check.detail or check.rel_err}",
+        reason=reason,
         mode=mode,
         device=device,
         timing=TimingRecord.of(timing) if timing is not None and status == "ok" else None,
@@ -141,6 +145,26 @@ def measured(
         cache=cache,
         extra=extra,
     )
+
+
+def not_measured(
+    *,
+    benchmark: str,
+    params: dict[str, ParamValue],
+    mode: Mode,
+    device: str,
+    reason: str,
+    status: NotMeasuredStatus = "skipped",
+    kernel: str = "*",
+    impl: str = "*",
+    key: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Measurement:
+    """A record of a point (or one kernel of it) that has no number: ``skipped`` (it could not run here: no
+    GPU, one rank, a budget) or ``failed`` (it ran and broke), with the reason. ``kernel`` / ``impl`` "*"
+    stand for the whole point."""
+    return Measurement(benchmark=benchmark, kernel=kernel, impl=impl, params=params, key=key, status=status,
+                       reason=reason, mode=mode, device=device, extra=dict(extra or {}))
 
 
 def _finite(x: Any) -> Any:

@@ -49,7 +49,7 @@ class Target:
         return self.backend == "cpu"
 
     @property
-    def triton_mode(self) -> str:
+    def triton_mode(self) -> Literal["interpreter", "cuda"]:
         """Mode label for a Measurement of a Triton kernel."""
         return "interpreter" if self.triton_interpreted else "cuda"
 

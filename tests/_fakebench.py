@@ -19,18 +19,23 @@ import sys
 import time
 
 from bench.measurement import measured
+from bench.registry import Benchmark
 from bench.timing import Timing
 
 
-class Fake:
+class Fake(Benchmark):
     title = "fake benchmark for tests"
 
     def __init__(self, name: str, n: int = 4, behave: dict | None = None, sleep_s: float = 0.0,
                  series: tuple[str, ...] = ()):
         self.name, self.n, self.behave, self.sleep_s, self.series = name, n, behave or {}, sleep_s, series
-        if series:  # OOM skipping needs both hooks; without a series the runner must not skip anything
-            self.series_key = lambda p: p["s"]
-            self.size_of = lambda p: p["size"]
+
+    # OOM skipping needs both hooks; without a series the runner must not skip anything
+    def series_key(self, point: dict):
+        return point["s"] if self.series else None
+
+    def size_of(self, point: dict):
+        return point["size"] if self.series else None
 
     def sweep(self, ctx) -> list[dict]:
         if self.series:

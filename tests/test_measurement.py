@@ -62,3 +62,12 @@ def test_non_finite_values_stored_as_null(tmp_path):
     m = M.Measurement(benchmark="b", kernel="k", impl="i", mode="cpu", extra={"x": float("nan")})
     M.append(p, [m])
     assert json.loads(p.read_text())["extra"]["x"] is None
+
+
+def test_not_measured_is_a_record_without_numbers():
+    m = M.not_measured(benchmark="b", params={"n": 1}, mode="cpu", device="x", reason="no GPU")
+    assert (m.status, m.reason, m.kernel, m.impl) == ("skipped", "no GPU", "*", "*")
+    assert m.timing is None and m.bandwidth_Bps is None and not m.ok and m.extra == {}
+    f = M.not_measured(benchmark="b", kernel="k", impl="torch", params={}, mode="cuda", device="x",
+                       reason="broke", status="failed", extra={"library": "cuBLAS"})
+    assert f.status == "failed" and f.extra == {"library": "cuBLAS"}

@@ -2,6 +2,7 @@
 skipping, the budget, signals, resume settings and the output directory's protection."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import measurement as meas
-from bench import runner
-from bench.runner import RunError
+from bench import registry, runner
+from bench.registry import RunContext
+from bench.runner import RunError, plan, point, records
 
 
 def _by_key(records):
@@ -47,7 +49,7 @@ def test_compact_rewrites_the_log_without_replaced_records(tmp_path):
     with open(path, "a") as f:
         f.write('{"benchmark": "b", "kern')  # a torn line from a kill
     meas.append(path, [_rec("a")])
-    kept = runner._compact(path)
+    kept = records.compact(path)
     assert [(m.key, m.status) for m in kept] == [("b", "ok"), ("a", "ok")]
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["status"] == "ok" for x in lines)
@@ -79,6 +81,47 @@ def test_coarse_to_fine_without_sizes_keeps_the_last_point_first():
     assert [p["i"] for p in runner.coarse_to_fine(object(), pts)] == [6, 0, 3, 1, 4, 2, 5]
 
 
+# -- the worker protocol -------------------------------------------------------------------------------------
+
+
+def test_a_job_goes_to_the_worker_and_back_unchanged(cpu_target):
+    from bench.runner.protocol import Job
+
+    tgt = dataclasses.replace(cpu_target, capability=(9, 0))
+    job = Job(parent_pid=1, target=tgt, benchmark="b", module="m", points=[{"i": 0}], out_file="/x/m.jsonl",
+              quick=True, min_time_s=None, seed=3, options={"ranks": 2}, soft_deadline=12.5, estimate_s=None,
+              oom_points=[])
+    line = job.to_json()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert Job.from_json(line) == job
+
+
+def test_events_that_are_not_events_are_ignored():
+    from bench.runner.protocol import decode_event, encode_event
+
+    ev = {"ev": "done", "key": "b:{}", "status": "ok", "elapsed_s": 0.5, "oom": False}
+    assert decode_event(encode_event(ev).strip()) == ev
+    for junk in (b"", b"not json", b"[1]", b'{"ev": "nope"}', b'{"ev": "start"}', b'{"ev": "stop", "reason": 1}'):
+        assert decode_event(junk) is None
+
+
+def test_a_benchmark_without_series_hooks_skips_nothing(cpu_target):
+    class Plain(registry.Benchmark):
+        name, title = "plain", "plain"
+
+        def sweep(self, ctx):
+            return [{"i": 0}]
+
+        def run_point(self, ctx, point):
+            return []
+
+        def summarize(self, measurements, device):
+            return {}
+
+    assert point.series_size(Plain(), {"i": 0}) is None
+    assert plan.estimate_point_s(Plain(), RunContext(target=cpu_target, min_time_s=0.1), {"i": 0}) == 1.5
+
+
 # -- one point: how an exception is read --------------------------------------------------------------------
 
 
@@ -97,11 +140,11 @@ class _Raiser:
     (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, False),
 ])
 def test_run_one_point_turns_exceptions_into_failed_records(cpu_target, exc, oom, cuda):
-    ctx = runner.RunContext(target=cpu_target)
+    ctx = RunContext(target=cpu_target)
     res = runner.run_one_point(ctx, _Raiser(exc), "x", {"n": 3})
     assert (res.oom, res.cuda_error) == (oom, cuda)
     (rec,) = res.records
-    assert rec.status == "failed" and rec.key == runner.registry.key_of("x", {"n": 3})
+    assert rec.status == "failed" and rec.key == registry.key_of("x", {"n": 3})
     assert "\n" not in rec.reason and type(exc).__name__ in rec.reason
 
 
@@ -109,7 +152,7 @@ def test_torch_out_of_memory_error_is_out_of_memory(cpu_target):
     import torch
 
     exc = torch.OutOfMemoryError("tried to allocate")
-    res = runner.run_one_point(runner.RunContext(target=cpu_target), _Raiser(exc), "x", {})
+    res = runner.run_one_point(RunContext(target=cpu_target), _Raiser(exc), "x", {})
     assert res.oom and res.records[0].reason.startswith("out of memory")
 
 
@@ -128,20 +171,20 @@ def test_memory_is_released_after_the_failed_points_tensors_are_gone(cpu_target,
             raise MemoryError("out of memory")
 
     freed = []
-    monkeypatch.setattr(runner, "_release_memory", lambda ctx: freed.append(box["ref"]() is None))
-    res = runner.run_one_point(runner.RunContext(target=cpu_target), Holder(), "x", {})
+    monkeypatch.setattr(point, "release_memory", lambda ctx: freed.append(box["ref"]() is None))
+    res = runner.run_one_point(RunContext(target=cpu_target), Holder(), "x", {})
     assert res.oom and freed == [True]  # empty_cache after the traceback let go of the tensors, not before
 
 
 def test_a_budget_caps_the_point_limit(tmp_path, monkeypatch, cpu_target):
     F.install(monkeypatch, tmp_path, "f_ok")
-    ctx = runner.RunContext(target=cpu_target)
+    ctx = RunContext(target=cpu_target)
     out = tmp_path / "m.jsonl"
 
     def limit(**kw):
         kw = {"budget_s": None, "time_limit_s": None, "point_limit_s": None, **kw}
-        (plan,) = runner._plan(ctx, ["f_ok"], set(), out, kw["budget_s"], kw["time_limit_s"], kw["point_limit_s"])
-        return plan.point_limit_s
+        (one,) = plan.make_plans(ctx, ["f_ok"], set(), out, kw["budget_s"], kw["time_limit_s"], kw["point_limit_s"])
+        return one.point_limit_s
 
     assert limit() == runner.DEFAULT_POINT_LIMIT_S  # 15 min without a budget
     assert limit(budget_s=380.0) == runner.BUDGET_POINT_FLOOR_S  # a hang costs 2 min of a 6-min budget, not all
@@ -267,13 +310,9 @@ def test_bad_run_settings_are_one_line_errors(tmp_path, text, needle):
 def test_real_benchmarks_declare_their_oom_series(cpu_target):
     """hbm, gemm and decode name a series and a size for every sweep point, so an out-of-memory point
     skips the larger points of its series; sizes grow within a series the way memory use does."""
-    from bench import registry
-    from bench.registry import RunContext
-    from bench.runner import _series_size
-
     ctx = RunContext(target=cpu_target, quick=False)
     for name in ("hbm", "gemm", "decode"):
         bench = registry.get(name)
-        placed = [_series_size(bench, p) for p in bench.sweep(ctx)]
+        placed = [point.series_size(bench, p) for p in bench.sweep(ctx)]
         assert placed and all(x is not None for x in placed), name
         assert all(size > 0 for _, size in placed), name

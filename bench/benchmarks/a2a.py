@@ -50,8 +50,8 @@ import torch
 
 from bench import checks, collectives, dtypes
 from bench.fit import geometric_sizes
-from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Check, Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 WORLD_SIZE_1 = "world size 1: all-to-all needs ≥ 2 ranks"
@@ -124,7 +124,7 @@ def expert_owner(expert: int, experts: int, world_size: int) -> int:
 
 # ---- the benchmark -------------------------------------------------------------------------------------
 
-class A2ABenchmark:
+class A2ABenchmark(Benchmark):
     name = "a2a"
     title = "MoE all-to-all (dispatch/combine) and the local permute / grouped GEMM"
     # one collective point is a whole launch (rank start-up, NCCL init, the message sweep, the MoE points):
@@ -208,10 +208,9 @@ class A2ABenchmark:
         t = ctx.target
         n = int(point["world_size"])
         backend = D.backend_for(t)
-        common = dict(benchmark=self.name, impl=backend, device=t.name)
         if n < 2:
-            return [Measurement(kernel=k, params={**point, "traffic": tr}, status="skipped",
-                                reason=WORLD_SIZE_1, mode=ctx.torch_mode, **common)
+            return [not_measured(benchmark=self.name, kernel=k, impl=backend, params={**point, "traffic": tr},
+                                 reason=WORLD_SIZE_1, mode=ctx.torch_mode, device=t.name)
                     for k, tr in (("all_to_all", "equal"), ("dispatch", "moe"), ("combine", "moe"))]
         plan = self.collective_plan(ctx, n)
         default_timeout = (900.0 if ctx.quick else 2400.0) if t.is_cuda else (180.0 if ctx.quick else 900.0)
@@ -223,8 +222,9 @@ class A2ABenchmark:
             dumps = D.launch(collective_rank, n, target=t, args=(plan,), timeout_s=timeout_s,
                              init_timeout_s=init_timeout_s)
         except D.DistributedError as e:
-            return [Measurement(kernel="all_to_all", params=point, status="failed",
-                                reason=f"{backend} all-to-all with {n} ranks: {e}", mode=ctx.torch_mode, **common)]
+            return [not_measured(benchmark=self.name, kernel="all_to_all", impl=backend, params=point,
+                                 status="failed", reason=f"{backend} all-to-all with {n} ranks: {e}",
+                                 mode=ctx.torch_mode, device=t.name)]
         return [Measurement.model_validate(d) for d in dumps]
 
     # -- local part ---------------------------------------------------------------------------------------

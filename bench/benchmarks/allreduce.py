@@ -28,8 +28,8 @@ import torch
 
 from bench import checks, collectives
 from bench.fit import geometric_sizes, try_fit
-from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Check, Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 
 DTYPE = torch.float32
 ESIZE = 4
@@ -122,7 +122,7 @@ def _rank_size(info, size: int, seed: int, min_time_s: float) -> dict:
 
 # -- the benchmark ----------------------------------------------------------------------------------------
 
-class AllReduceBenchmark:
+class AllReduceBenchmark(Benchmark):
     name = "allreduce"
     title = "All-reduce (torch.distributed: NCCL on GPUs, gloo on CPU ranks)"
 
@@ -136,10 +136,10 @@ class AllReduceBenchmark:
         t = ctx.target
         n = int(point["world_size"])
         impl = distributed.backend_for(t)
-        mode = "cuda" if t.is_cuda else "cpu"
+        mode = ctx.torch_mode
         if n < 2:
-            return [Measurement(benchmark=self.name, kernel="all_reduce", impl=impl, params=dict(point),
-                                status="skipped", reason=ONE_RANK, mode=mode, device=t.name)]
+            return [not_measured(benchmark=self.name, kernel="all_reduce", impl=impl, params=dict(point),
+                                 reason=ONE_RANK, mode=mode, device=t.name)]
         sizes = message_sizes(t.is_cuda, ctx.quick)
         seed = ctx.seed_for(point)
         # generous bound: rank start-up (imports, NCCL init) plus every size's budget several times over

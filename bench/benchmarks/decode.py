@@ -42,8 +42,8 @@ import math
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Check, Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 
 # (q_heads, kv_heads, head_dim) of real models (../shared/reference/models.csv)
 HEAD_CONFIGS: dict[str, tuple[int, int, int]] = {
@@ -108,11 +108,11 @@ def _esize(dt: torch.dtype) -> int:
 
 
 def _skipped(name: str, point: dict, target, reason: str, impl: str = "*", **params) -> Measurement:
-    return Measurement(benchmark=name, kernel="decode", impl=impl, params={**point, **params},
-                       status="skipped", reason=reason, mode=target.backend, device=target.name)
+    return not_measured(benchmark=name, kernel="decode", impl=impl, params={**point, **params}, reason=reason,
+                        mode=target.backend, device=target.name)
 
 
-class DecodeBenchmark:
+class DecodeBenchmark(Benchmark):
     name = "decode"
     title = "KV-cache decode attention (split-KV Triton, contiguous and paged, vs SDPA)"
 
@@ -140,7 +140,7 @@ class DecodeBenchmark:
         return pts
 
     # -- one point ---------------------------------------------------------------------------------------
-    # Out-of-memory at a point skips the larger caches of the same head config and dtype (bench/runner.py).
+    # Out-of-memory at a point skips the larger caches of the same head config and dtype (see docs/runner.md).
     @staticmethod
     def series_key(point: dict):
         return point["model"], point["dtype"]

@@ -41,8 +41,8 @@ import math
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 from bench.timing import L2Flusher
 
 # every matmul dtype rooflab measures, each by the library and by the Triton kernels
@@ -149,7 +149,7 @@ def _footprint(M: int, N: int, K: int, dtype: str) -> int:
     return (M * K + K * N) * (e + 4 + 8) + M * N * (4 + 8 + 8)
 
 
-class GemmBenchmark:
+class GemmBenchmark(Benchmark):
     name = "gemm"
     title = "Dense matmul FLOP/s (per dtype, shape sweep, maximum achievable)"
 
@@ -233,7 +233,7 @@ class GemmBenchmark:
         return [(3072, 3072, 2048), (2048, 2048, 4096)]
 
     # -- one point ------------------------------------------------------------------------------------
-    # Out-of-memory at a shape skips the larger shapes of the same family and dtype (bench/runner.py).
+    # Out-of-memory at a shape skips the larger shapes of the same family and dtype (see docs/runner.md).
     @staticmethod
     def series_key(point: dict):
         return point["family"], point["dtype"]
@@ -256,9 +256,9 @@ class GemmBenchmark:
             ok, why = supported[impl]
             if not ok:
                 mode = t.triton_mode if impl == "triton" else t.backend
-                out.append(Measurement(params=params, impl=impl, status="skipped", reason=why, mode=mode,
-                                       extra={"library": _library(dt, t.is_cuda) if impl == "torch" else "Triton"},
-                                       **common))
+                out.append(not_measured(benchmark=self.name, kernel="matmul", impl=impl, params=params,
+                                        reason=why, mode=mode, device=t.name,
+                                        extra={"library": _library(dt, t.is_cuda) if impl == "torch" else "Triton"}))
         runnable = [i for i in impls if supported[i][0]]
         if not runnable:
             return out

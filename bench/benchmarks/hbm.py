@@ -22,7 +22,7 @@ import torch
 
 from bench import checks, dtypes
 from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.registry import Benchmark, RunContext
 
 CACHE_MULTIPLE_FOR_PEAK = 8
 DTYPES = ("float32", "bfloat16")
@@ -66,7 +66,7 @@ def _random_buffer(n: int, dtype: torch.dtype, device: str, gen: torch.Generator
     return out
 
 
-class HBMBenchmark:
+class HBMBenchmark(Benchmark):
     name = "hbm"
     title = "Memory bandwidth (copy, read, write, triad)"
 
@@ -84,7 +84,7 @@ class HBMBenchmark:
                 pts.append({"dtype": dt, "working_set_bytes": ws})
         return pts
 
-    # Out-of-memory at a point skips the larger working sets of the same dtype (bench/runner.py).
+    # Out-of-memory at a point skips the larger working sets of the same dtype (see docs/runner.md).
     @staticmethod
     def series_key(point: dict):
         return point["dtype"]

@@ -29,8 +29,8 @@ import random
 import torch
 
 from bench import checks, timing
-from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Check, Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 
 LAUNCHES_QUICK = 256  # kernels per timed sample: amortises the events, stays well inside CUDA's launch queue
 LAUNCHES_FULL = 512
@@ -52,11 +52,11 @@ HOW = {
 
 
 def _skipped(ctx: RunContext, kernel: str, impl: str, params: dict, reason: str) -> Measurement:
-    return Measurement(benchmark="overhead", kernel=kernel, impl=impl, params=params, status="skipped",
-                       reason=reason, mode=ctx.target.backend, device=ctx.target.name)
+    return not_measured(benchmark="overhead", kernel=kernel, impl=impl, params=params, reason=reason,
+                        mode=ctx.target.backend, device=ctx.target.name)
 
 
-class OverheadBenchmark:
+class OverheadBenchmark(Benchmark):
     name = "overhead"
     title = "Fixed costs: kernel launch, CUDA-graph replay, host↔device sync"
 

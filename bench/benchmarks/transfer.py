@@ -45,8 +45,8 @@ import torch
 
 from bench import checks
 from bench.fit import geometric_sizes, try_fit
-from bench.measurement import Check, Measurement, measured
-from bench.registry import RunContext
+from bench.measurement import Check, Measurement, measured, not_measured
+from bench.registry import Benchmark, RunContext
 from bench.telemetry import PCIE_SOURCE, PCIE_LANE_Bps, pcie_rate_Bps  # noqa: F401 - the one PCIe table
 
 KIB = 1024
@@ -80,7 +80,7 @@ def pcie_link(target) -> dict:
 
 # -- the benchmark ----------------------------------------------------------------------------------------
 
-class TransferBenchmark:
+class TransferBenchmark(Benchmark):
     name = "transfer"
     title = "Host↔device copies (PCIe): pinned and pageable, each direction and both at once"
 
@@ -100,8 +100,8 @@ class TransferBenchmark:
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
         t = ctx.target
         if not t.is_cuda:
-            return [Measurement(benchmark=self.name, kernel=k, impl="torch", params=dict(point),
-                                status="skipped", reason=NO_DEVICE, mode="cpu", device=t.name)
+            return [not_measured(benchmark=self.name, kernel=k, impl="torch", params=dict(point),
+                                 reason=NO_DEVICE, mode="cpu", device=t.name)
                     for k in ("h2d", "d2h")]
         if point["memory"] == "peer":
             return self._peer(ctx, point)
