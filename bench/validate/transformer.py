@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .. import checks
+from .. import checks, dtypes
 from ..models import ModelSpec
 from ..target import Target
 from .errors import ValidateError
@@ -161,7 +161,7 @@ class Transformer:
     def __init__(self, spec: ModelSpec, dtype: str, device: str, gen: torch.Generator, *,
                  use_grouped_mm: bool | None = None):
         self.spec, self.dtype_name, self.device = spec, dtype, device
-        self.dtype: torch.dtype = getattr(torch, dtype)
+        self.dtype: torch.dtype = dtypes.torch_dtype(dtype)
         s, dt = spec, self.dtype
         self.H, self.Hq, self.Hkv, self.D = s.hidden, s.heads, s.kv_heads, s.head_dim
         H, D = self.H, self.D
