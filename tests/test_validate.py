@@ -13,6 +13,7 @@ from bench import roofline as R
 from bench import validate as V
 from bench.registry import RunContext
 from bench.timing import summarize as timing_of
+from bench.validate import check, point, probe, transformer
 
 H100 = P.resolve("h100-sxm")
 BW, F = 3.35e12, 989.4e12  # the H100 SXM sheet: HBM3 bandwidth, bf16 dense FLOP/s
@@ -209,7 +210,7 @@ def test_tiny_step_matches_float64(spec, grouped):
     chk = V.check_step(st, ref, V.TOLERANCE["float32"])
     assert ref.problem == "" and chk.passed, chk.detail
     assert len(ref.parts) == spec.layers * (3 + spec.is_moe)  # attention, new K, new V (+ experts) per layer
-    assert st["tokens"].shape == (3,) and torch.equal(st["tokens"], st["logits"].argmax(-1))
+    assert st.out.tokens.shape == (3,) and torch.equal(st.out.tokens, st.out.logits.argmax(-1))
 
 
 def test_a_wrong_step_fails_its_check():
@@ -219,14 +220,14 @@ def test_a_wrong_step_fails_its_check():
     net.step(st, on_gpu=False)
     rows = torch.arange(TINY_MOE.vocab)
     ref = V.reference(net, st, list(net.routes), rows)
-    st["k"][1][:, st["pos"]].add_(1.0)  # the new K written wrong in layer 1
+    st.k_cache[1][:, st.pos].add_(1.0)  # the new K written wrong in layer 1
     chk = V.check_step(st, ref, V.TOLERANCE["float32"])
     assert not chk.passed and "layer 1 new K" in chk.detail
     # experts chosen far from the router's top-k: a routing bug, not a near-tie
-    xn0 = V._rms64(st["x"].double() + ref.parts["layer 0 attention"] @ net.layers[0]["wo"].double().t())
-    worst = torch.topk(-(xn0 @ net.layers[0]["w_router"].double().t()), 2).indices  # the two lowest logits
+    xn0 = check.rms64(st.x.double() + ref.parts["layer 0 attention"] @ net.layers[0].wo.double().t())
+    worst = torch.topk(-(xn0 @ net.layers[0].experts.router.double().t()), 2).indices  # the two lowest logits
     assert "layer 0" in V.reference(net, st, [worst, net.routes[1]], rows).problem
-    st["logits"][0, 5] = float("nan")
+    st.out.logits[0, 5] = float("nan")
     assert "not finite" in V.check_step(st, ref, 1.0).detail
 
 
@@ -239,7 +240,7 @@ def test_measure_point_checks_then_times(cpu_target):
 
 
 def test_validate_end_to_end_on_the_cpu(cpu_target, monkeypatch):
-    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)  # the conditions probe on 1 MiB: a test, not a measurement
+    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)  # the conditions probe on 1 MiB: a test, not a measurement
     seen = []
     res = V.validate(cpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(overhead_s=2e-6),
                      profile_label="fake", layers=1, batches=[1, 3], contexts=[17], min_time_s=0.001,
@@ -259,7 +260,7 @@ def test_validate_end_to_end_on_the_cpu(cpu_target, monkeypatch):
 
 
 def test_points_that_do_not_fit_are_skipped_with_their_prediction(cpu_target, monkeypatch):
-    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     small = dataclasses.replace(cpu_target, memory_bytes=3 * 2**30)  # 2.1 GB for weights, cache and checks
     res = V.validate(small, [TINY_DENSE], measured=_measured_cpu(), profile_label="fake", batches=[1, 10**6],
                      contexts=[17], min_time_s=0.001)
@@ -297,8 +298,8 @@ def _fake_points(monkeypatch, clock=None, step_s: float = 1.0, interrupt_at: int
             clock.t += step_s
         return V.PointResult("ok", timing=fake_timing(1e-3), check_rel_err=0.0, check_tol=1e-4)
 
-    monkeypatch.setattr(V, "measure_point", fake)
-    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    monkeypatch.setattr(point, "measure_point", fake)
+    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     return calls
 
 
@@ -332,12 +333,12 @@ def test_an_interrupt_keeps_what_was_measured(cpu_target, monkeypatch):
 
 
 def test_weights_that_do_not_fit_are_never_allocated(cpu_target, monkeypatch):
-    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
 
     def no_build(*a, **k):
         raise AssertionError("the model must not be built")
 
-    monkeypatch.setattr(V, "Transformer", no_build)
+    monkeypatch.setattr(transformer, "Transformer", no_build)
     small = dataclasses.replace(cpu_target, memory_bytes=2 * 2**30)  # 70%: less than the reference scratch alone
     res = V.validate(small, [TINY_DENSE], measured=_measured_cpu(), profile_label="fake", batches=[1, 2],
                      contexts=[9], min_time_s=0.001)
@@ -357,7 +358,7 @@ def test_predictions_read_the_attention_kernel_the_step_runs():
         update={"decode": [dec("torch_sdpa", 5e9), dec("triton", 50e9)]})})
     hw = R.Hardware(prof)
     m = V.reduced_model(TINY_DENSE, 1)
-    cpu, _ = V._predictions(hw, None, m, "float32", False, False, None, 2, 64)
+    cpu, _ = V.Predictor(hw, None, "float32", on_gpu=False).point(m, 2, 64, graphs=False)
     assert cpu.kv_time_s == pytest.approx(cpu.kv_bytes / 5e9)  # the CPU step runs SDPA, not the faster point
 
 
@@ -395,7 +396,7 @@ def _cli_files(tmp_path):
 
 
 def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "PROBE_BYTES", 1 << 20)
+    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     prof, model, out = _cli_files(tmp_path)
     code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
                                 "--batch", "2", "--context", "9", "--min-time", "0.001", "--out", str(out), "--json")

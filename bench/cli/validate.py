@@ -1,8 +1,9 @@
-"""`rooflab validate`: real decode steps of a reduced transformer, measured and predicted (bench/validate.py)."""
+"""`rooflab validate`: real decode steps of a reduced transformer, measured and predicted (bench/validate/)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,6 +15,11 @@ MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
 RESULT_FILE = "validation.json"
 PROFILE_DIR = "profile"  # the benchmark run inside --out when no --profile is given
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bench.validate.results import Result, Row
 
 
 def _pct(v: float | None) -> str:
@@ -63,9 +69,10 @@ def validate_cmd(
     import time
 
     from bench import runner
-    from bench import validate as V
     from bench.cli.run import progress_bar
     from bench.profile import atomic_write_text
+    from bench.validate import driver, plan, prediction
+    from bench.validate.errors import ValidateError
 
     seconds("--min-time", min_time, 3600.0)
     seconds("--budget", budget)
@@ -75,11 +82,11 @@ def validate_cmd(
     batches = None if batch is None else int_list(batch, "--batch", 1, MAX_BATCH)
     contexts = None if context is None else int_list(context, "--context", 1, MAX_CONTEXT)
     try:
-        models = V.parse_models(model)
+        models = plan.parse_models(model)
         for m in models:
             if layers is not None:
-                V.reduced_model(m, layers)  # the range check, with the model's own layer count
-    except V.ValidateError as e:
+                plan.reduced_model(m, layers)  # the range check, with the model's own layer count
+    except ValidateError as e:
         raise CLIError(str(e)) from None
     target = configure_target(device.value)
     out_dir = out if out is not None else Path("reports") / f"validate-{runner.default_out_dir(target).name}"
@@ -97,24 +104,24 @@ def validate_cmd(
     con.print(f"rooflab validate on {target.name} ({target.backend}): {target.reason}", markup=False)
     notes: list[str] = []
     try:
-        spec_prof, spec_note = V.spec_profile_for(target, spec)
+        spec_prof, spec_note = prediction.spec_profile_for(target, spec)
         if profile is not None:
-            measured, warn = V.load_measured(profile, target)
+            measured, warn = prediction.load_measured(profile, target)
             notes += warn
             label = profile
         else:
             run_dir = out_dir / PROFILE_DIR
-            con.print(f"measuring the profile first ({', '.join(V.NEEDED_BENCHMARKS)}, quick) into {run_dir}",
+            con.print(f"measuring the profile first ({', '.join(prediction.NEEDED_BENCHMARKS)}, quick) into {run_dir}",
                       markup=False)
             cb, progress = progress_bar(con, disable=json_out)
             with progress:
-                measured = V.measure_profile(target, run_dir, on_progress=cb, force=force,
-                                             budget_s=0.6 * budget if budget is not None else None,
-                                             log=(lambda msg: None) if json_out else
-                                             (lambda msg: con.print(msg, markup=False)))
+                measured = prediction.measure_profile(target, run_dir, on_progress=cb, force=force,
+                                                      budget_s=0.6 * budget if budget is not None else None,
+                                                      log=(lambda msg: None) if json_out else
+                                                      (lambda msg: con.print(msg, markup=False)))
             label = str(run_dir / runner.PROFILE)
 
-        def on_point(r) -> None:
+        def on_point(r: Row) -> None:
             if r.status == "ok":
                 con.print(f"  {r.model}  batch {r.batch}  context {r.context}: measured {_ms(r.measured_s)} ms, "
                           f"model {_ms(r.predicted_s)} ms ({_pct(r.error)})", markup=False)
@@ -123,7 +130,7 @@ def validate_cmd(
 
         write_error: list[str] = []
 
-        def checkpoint(partial) -> None:  # after every point: a killed run keeps what it measured
+        def checkpoint(partial: Result) -> None:  # after every point: a killed run keeps what it measured
             if write_error:
                 return
             try:
@@ -138,14 +145,14 @@ def validate_cmd(
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         old_int = signal.signal(signal.SIGINT, _interrupt)
         try:
-            res = V.validate(target, models, measured=measured, profile_label=label, spec=spec_prof,
-                             spec_note=spec_note, layers=layers, batches=batches, contexts=contexts,
-                             min_time_s=min_time, seed=seed, notes=notes, on_point=on_point, budget_s=left,
-                             checkpoint=checkpoint)
+            res = driver.validate(target, models, measured=measured, profile_label=label, spec=spec_prof,
+                                  spec_note=spec_note, layers=layers, batches=batches, contexts=contexts,
+                                  min_time_s=min_time, seed=seed, notes=notes, on_point=on_point, budget_s=left,
+                                  checkpoint=checkpoint)
         finally:
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)
-    except V.ValidateError as e:
+    except ValidateError as e:
         raise CLIError(str(e)) from None
     doc = res.as_dict()
     try:
@@ -172,10 +179,10 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"interrupted ({signal.Signals(signum).name})")
 
 
-def _print_tables(con, res) -> None:
+def _print_tables(con: Console, res: Result) -> None:
     from rich.table import Table
 
-    from bench import validate as V
+    from bench.validate.probe import DRIFT_LIMIT, drifted
 
     has_spec = any(r.spec_predicted_s is not None for r in res.rows)
     has_overhead = any((r.overhead_s or 0) > 0 for r in res.rows)
@@ -183,9 +190,8 @@ def _print_tables(con, res) -> None:
     for model in dict.fromkeys(r.model for r in res.rows):
         rows = [r for r in res.rows if r.model == model]
         t = Table(title=f"{model} on {res.device} ({res.mode}, {res.dtype})")
-        for col, just in (("batch", "right"), ("context", "right"), ("measured ms", "right"),
-                          ("model ms", "right"), ("error", "right")):
-            t.add_column(col, justify=just)
+        for col in ("batch", "context", "measured ms", "model ms", "error"):
+            t.add_column(col, justify="right")
         if has_overhead:
             t.add_column("w/o overhead", justify="right")
         if has_spec:
@@ -203,7 +209,7 @@ def _print_tables(con, res) -> None:
             if has_spec:
                 cells += [_ms(r.spec_predicted_s), _pct(r.spec_error)]
             if has_drift:
-                cells.append(_pct(r.drift) + ("!" if r.drift is not None and abs(r.drift) > V.DRIFT_LIMIT else ""))
+                cells.append(_pct(r.drift) + ("!" if r.drift is not None and drifted(r.drift) else ""))
             bound = r.bound or "–"
             if has_spec and r.spec_bound and r.spec_bound != r.bound:
                 bound += f" (spec: {r.spec_bound})"
@@ -220,7 +226,7 @@ def _print_tables(con, res) -> None:
                else "; no spec-sheet prediction"))
     con.print(line, markup=False)
     if s.get("unsteady"):
-        con.print(f"{s['unsteady']} points measured while the memory bandwidth moved > {V.DRIFT_LIMIT:.0%} (drift "
+        con.print(f"{s['unsteady']} points measured while the memory bandwidth moved > {DRIFT_LIMIT:.0%} (drift "
                   f"column, '!'); over the steady ones: {_apct(s.get('median_abs_error_steady'))}", markup=False)
     for m, b in s["by_model"].items():
         con.print(f"  {m}: measured profile {_apct(b['median_abs_error'])}, spec {_apct(b['median_abs_spec_error'])}"
