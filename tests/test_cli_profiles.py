@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench import cli
-from bench import profile as P
+from bench import profile as prof
 
 
 def rooflab(capsys, *args):
@@ -35,13 +35,13 @@ def test_profile_list_json(capsys):
 
 def test_profile_show_name_and_path(capsys, tmp_path):
     code, out, _ = rooflab(capsys, "profile", "show", "h200", "--json")
-    assert code == 0 and P.validate(json.loads(out)).card == "h200"
-    code, out, _ = rooflab(capsys, "profile", "show", str(P.resolve_path("l4")))
+    assert code == 0 and prof.validate(json.loads(out)).card == "h200"
+    code, out, _ = rooflab(capsys, "profile", "show", str(prof.resolve_path("l4")))
     assert code == 0 and "NVIDIA L4" in out and "gpu_specs.csv" in out
     m = tmp_path / "m.json"
-    dev = P.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85 * 10**9)
-    P.save(P.Profile(name="lent", device=dev, peaks=P.Peaks(memory_bandwidth_Bps=3.0e12,
-                                                             matmul_flops={"bfloat16": 8e14})), m)
+    dev = prof.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85 * 10**9)
+    prof.save(prof.Profile(name="mine", device=dev, peaks=prof.Peaks(memory_bandwidth_Bps=3.0e12,
+                                                                matmul_flops={"bfloat16": 8e14})), m)
     code, out, _ = rooflab(capsys, "profile", "show", str(m), "--merged", "--json")
     d = json.loads(out)
     assert code == 0 and d["provenance"]["peaks.memory_bandwidth_Bps"] == "measured"
@@ -49,9 +49,9 @@ def test_profile_show_name_and_path(capsys, tmp_path):
 
 
 def test_profile_validate(capsys, tmp_path):
-    code, out, _ = rooflab(capsys, "profile", "validate", str(P.resolve_path("b200")))
+    code, out, _ = rooflab(capsys, "profile", "validate", str(prof.resolve_path("b200")))
     assert code == 0 and out.startswith("ok: ")
-    bad = json.loads(P.resolve_path("b200").read_text())
+    bad = json.loads(prof.resolve_path("b200").read_text())
     bad["peaks"]["memory_bandwidth_Bps"] = -1
     f = tmp_path / "bad.json"
     f.write_text(json.dumps(bad))
@@ -65,7 +65,7 @@ def test_profile_validate(capsys, tmp_path):
 
 def test_profile_schema_prints_the_committed_schema(capsys):
     code, out, _ = rooflab(capsys, "profile", "schema")
-    assert code == 0 and json.loads(out) == json.loads(P.schema_path().read_text())
+    assert code == 0 and json.loads(out) == json.loads(prof.schema_path().read_text())
 
 
 def test_roofline_json_is_one_object(capsys):

@@ -3,40 +3,40 @@ import json
 
 import pytest
 
-from bench import profile as P
+from bench import profile as prof
 
 CARDS = ["a100-40gb-sxm", "a100-80gb-sxm", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h100-nvl", "h200", "h20",
          "b200", "gb200", "b300", "l40s", "l4", "a40", "a10", "rtx-4090", "rtx-5090", "rtx-6000-ada", "mi300x",
          "mi325x"]
 
 
-def measured_h100(**peaks) -> P.Profile:
-    """A measured profile as the runner would write it on the lent H100 (numbers made up, shapes real)."""
-    dev = P.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85_520_809_984, compute_units=132,
-                       cache_bytes=50 * 2**20, capability="9.0", driver="580.1", cuda_version="13.0")
-    run = P.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm", "gemm"])
+def measured_h100(**peaks) -> prof.Profile:
+    """A measured profile as the runner would write it on an H100 (numbers made up, shapes real)."""
+    dev = prof.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85_520_809_984, compute_units=132,
+                          cache_bytes=50 * 2**20, capability="9.0", driver="580.1", cuda_version="13.0")
+    run = prof.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm", "gemm"])
     pk = {"memory_bandwidth_Bps": 3.1e12, "copy_bandwidth_Bps": 2.9e12, "matmul_flops": {"bfloat16": 7.9e14}}
     pk.update(peaks)
-    return P.Profile(name="lent h100", device=dev, run=run, software=P.software_info(), peaks=P.Peaks(**pk))
+    return prof.Profile(name="my h100", device=dev, run=run, software=prof.software_info(), peaks=prof.Peaks(**pk))
 
 
 def test_library_has_every_card_and_each_validates():
-    lib = P.library("spec")
+    lib = prof.library("spec")
     assert set(CARDS) <= set(lib), set(CARDS) - set(lib)
     for card, path in lib.items():
-        p = P.load(path)
-        assert p.kind == "spec" and p.card == card and p.schema_version == P.SCHEMA_VERSION
+        p = prof.load(path)
+        assert p.kind == "spec" and p.card == card and p.schema_version == prof.SCHEMA_VERSION
         assert p.device.memory_bytes > 1e9 and p.peaks.memory_bandwidth_Bps > 1e11
         assert p.peaks.matmul_flops["bfloat16"] > 1e13
         assert p.interconnect is not None and p.interconnect.scale_up_domain >= 1
         assert p.device_names, card
         # every number of the sheet carries a citation (the validator enforces it; this says it out loud)
         dump = p.model_dump(exclude_none=True)
-        assert all(P.has_source(p.sources, path_, dump) for path_ in P.number_paths(p)), card
+        assert all(prof.has_source(p.sources, path_, dump) for path_ in prof.number_paths(p)), card
 
 
 def test_spec_numbers_are_dense_datasheet_values():
-    h100, h200, b200 = (P.resolve(c) for c in ("h100-sxm", "h200", "b200"))
+    h100, h200, b200 = (prof.resolve(c) for c in ("h100-sxm", "h200", "b200"))
     assert h100.peaks.matmul_flops["bfloat16"] == 989.4e12  # dense: half the 1979 sparse figure
     assert h100.peaks.memory_bandwidth_Bps == 3.35e12 and h100.device.memory_bytes == 80e9
     assert h100.interconnect.scale_up_Bps == 450e9  # NVLink 900 GB/s both directions, one direction per GPU
@@ -48,9 +48,9 @@ def test_spec_numbers_are_dense_datasheet_values():
 
 
 def test_json_schema_in_sync():
-    committed, fresh = json.loads(P.schema_path().read_text()), P.json_schema()
+    committed, fresh = json.loads(prof.schema_path().read_text()), prof.json_schema()
     stale = "profiles/schema.json is stale: run `rooflab profile schema --write`"
-    assert P.schema_shape(committed) == P.schema_shape(fresh), stale
+    assert prof.schema_shape(committed) == prof.schema_shape(fresh), stale
     if committed.get("$comment") == fresh["$comment"]:  # written by this pydantic: byte for byte the same
         assert committed == fresh, stale
     assert committed["properties"]["kind"]["enum"] == ["measured", "spec"]
@@ -58,29 +58,29 @@ def test_json_schema_in_sync():
 
 
 def test_spec_round_trip_and_merged_round_trip(tmp_path):
-    spec = P.resolve("h100-sxm")
-    P.save(spec, tmp_path / "s.json")
-    assert P.load(tmp_path / "s.json") == spec
-    merged = P.merge(measured_h100(), spec)
-    P.save(merged, tmp_path / "m.json")
-    assert P.load(tmp_path / "m.json") == merged
+    spec = prof.resolve("h100-sxm")
+    prof.save(spec, tmp_path / "s.json")
+    assert prof.load(tmp_path / "s.json") == spec
+    merged = prof.merge(measured_h100(), spec)
+    prof.save(merged, tmp_path / "m.json")
+    assert prof.load(tmp_path / "m.json") == merged
 
 
 def test_spec_without_sources_is_refused(tmp_path):
-    d = json.loads(P.resolve_path("l4").read_text())
+    d = json.loads(prof.resolve_path("l4").read_text())
     del d["sources"]["peaks.matmul_flops"]
     f = tmp_path / "l4.json"
     f.write_text(json.dumps(d))
-    with pytest.raises(P.ProfileError, match="peaks.matmul_flops.* has no source") as e:
-        P.load(f)
+    with pytest.raises(prof.ProfileError, match="peaks.matmul_flops.* has no source") as e:
+        prof.load(f)
     assert "\n" not in str(e.value)
 
 
 def test_sibling_source_field_counts_as_citation(tmp_path):
-    d = json.loads(P.resolve_path("h100-sxm").read_text())
+    d = json.loads(prof.resolve_path("h100-sxm").read_text())
     del d["interconnect"]["scale_up_source"]
-    with pytest.raises(P.ProfileError, match="interconnect.scale_up_Bps has no source"):
-        P.load(_write(tmp_path, d))
+    with pytest.raises(prof.ProfileError, match="interconnect.scale_up_Bps has no source"):
+        prof.load(_write(tmp_path, d))
 
 
 def _write(tmp_path, data, name="bad.json"):
@@ -101,62 +101,62 @@ def _write(tmp_path, data, name="bad.json"):
     (lambda d: d.update(surprise=1), "surprise"),
 ])
 def test_malformed_spec_refused_one_line(tmp_path, mutate, msg):
-    d = json.loads(P.resolve_path("h100-sxm").read_text())
+    d = json.loads(prof.resolve_path("h100-sxm").read_text())
     mutate(d)
-    with pytest.raises(P.ProfileError, match=msg) as e:
-        P.load(_write(tmp_path, d))
+    with pytest.raises(prof.ProfileError, match=msg) as e:
+        prof.load(_write(tmp_path, d))
     assert "\n" not in str(e.value)
 
 
 def test_nan_not_json_directory_and_huge(tmp_path, monkeypatch):
-    text = P.resolve_path("h100-sxm").read_text().replace("3.35e+12", "NaN")
+    text = prof.resolve_path("h100-sxm").read_text().replace("3.35e+12", "NaN")
     assert "NaN" in text
-    with pytest.raises(P.ProfileError, match="not valid JSON"):
-        P.load(_write(tmp_path, text))
-    with pytest.raises(P.ProfileError, match="not valid JSON"):
-        P.load(_write(tmp_path, "{\"schema_version\": 1,"))
+    with pytest.raises(prof.ProfileError, match="not valid JSON"):
+        prof.load(_write(tmp_path, text))
+    with pytest.raises(prof.ProfileError, match="not valid JSON"):
+        prof.load(_write(tmp_path, "{\"schema_version\": 1,"))
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe{}")
-    with pytest.raises(P.ProfileError, match="not valid JSON"):
-        P.load(tmp_path / "bin.json")
-    with pytest.raises(P.ProfileError, match="cannot read"):
-        P.load(tmp_path)
-    monkeypatch.setattr(P, "MAX_PROFILE_BYTES", 1000)
-    with pytest.raises(P.ProfileError, match="limit"):
-        P.load(P.resolve_path("h100-sxm"))
+    with pytest.raises(prof.ProfileError, match="not valid JSON"):
+        prof.load(tmp_path / "bin.json")
+    with pytest.raises(prof.ProfileError, match="cannot read"):
+        prof.load(tmp_path)
+    monkeypatch.setattr(prof.io, "MAX_PROFILE_BYTES", 1000)
+    with pytest.raises(prof.ProfileError, match="limit"):
+        prof.load(prof.resolve_path("h100-sxm"))
 
 
 def test_resolve_by_name_prefix_and_path(tmp_path, monkeypatch):
-    assert P.resolve("h200").card == "h200"
-    assert P.resolve("spec:h200").card == "h200"
-    assert P.resolve(str(P.resolve_path("l4"))).card == "l4"
-    with pytest.raises(P.ProfileError, match="unknown profile 'h300'.*h100-sxm"):
-        P.resolve("h300")
-    with pytest.raises(P.ProfileError, match="no measured profile"):
-        P.resolve("measured:h200")
+    assert prof.resolve("h200").card == "h200"
+    assert prof.resolve("spec:h200").card == "h200"
+    assert prof.resolve(str(prof.resolve_path("l4"))).card == "l4"
+    with pytest.raises(prof.ProfileError, match="unknown profile 'h300'.*h100-sxm"):
+        prof.resolve("h300")
+    with pytest.raises(prof.ProfileError, match="no measured profile"):
+        prof.resolve("measured:h200")
     # a committed measured profile is found by name too (and "spec:" / "measured:" settle a clash)
     (tmp_path / "specs").mkdir()
     (tmp_path / "measured").mkdir()
-    (tmp_path / "specs" / "h100-sxm.json").write_text(P.resolve_path("h100-sxm").read_text())
-    P.save(measured_h100(), tmp_path / "measured" / "lent-h100.json")
-    P.save(measured_h100(), tmp_path / "measured" / "h100-sxm.json")
-    monkeypatch.setattr(P, "profiles_dir", lambda: tmp_path)
-    assert P.resolve("lent-h100").kind == "measured"
-    assert P.resolve("h100-sxm").kind == "spec" and P.resolve("measured:h100-sxm").kind == "measured"
+    (tmp_path / "specs" / "h100-sxm.json").write_text(prof.resolve_path("h100-sxm").read_text())
+    prof.save(measured_h100(), tmp_path / "measured" / "my-h100.json")
+    prof.save(measured_h100(), tmp_path / "measured" / "h100-sxm.json")
+    monkeypatch.setattr(prof.catalog, "profiles_dir", lambda: tmp_path)
+    assert prof.resolve("my-h100").kind == "measured"
+    assert prof.resolve("h100-sxm").kind == "spec" and prof.resolve("measured:h100-sxm").kind == "measured"
 
 
 def test_card_for_device_is_exact():
-    assert P.card_for_device("NVIDIA H100 80GB HBM3") == "h100-sxm"
-    assert P.card_for_device("nvidia  h200") == "h200"
-    assert P.card_for_device("NVIDIA H100 NVL") == "h100-nvl"
-    assert P.card_for_device("NVIDIA H100 something new") is None
-    assert P._card_or_none(P.DeviceInfo(name="NVIDIA L40S", backend="cuda")) == "l40s"
-    assert P._card_or_none(P.DeviceInfo(name="NVIDIA L40S", backend="cpu")) is None
+    assert prof.card_for_device("NVIDIA H100 80GB HBM3") == "h100-sxm"
+    assert prof.card_for_device("nvidia  h200") == "h200"
+    assert prof.card_for_device("NVIDIA H100 NVL") == "h100-nvl"
+    assert prof.card_for_device("NVIDIA H100 something new") is None
+    assert prof.build._card_or_none(prof.DeviceInfo(name="NVIDIA L40S", backend="cuda")) == "l40s"
+    assert prof.build._card_or_none(prof.DeviceInfo(name="NVIDIA L40S", backend="cpu")) is None
 
 
 def test_merge_measured_overrides_spec_fills_and_marks():
-    spec = P.resolve("h100-sxm")
+    spec = prof.resolve("h100-sxm")
     meas = measured_h100()
-    m = P.merge(meas, spec)
+    m = prof.merge(meas, spec)
     assert m.kind == "measured" and m.card == "h100-sxm" and m.name == meas.name
     # measured values win ...
     assert m.peaks.memory_bandwidth_Bps == 3.1e12 and m.peaks.matmul_flops["bfloat16"] == 7.9e14
@@ -174,15 +174,15 @@ def test_merge_measured_overrides_spec_fills_and_marks():
     assert m.interconnect.scale_up_source.startswith("NVLink")
     assert "peaks.matmul_flops" in m.sources  # fp8 etc. still come from it
     assert m.curves == meas.curves
-    merged, used = P.with_spec(meas)
+    merged, used = prof.with_spec(meas)
     assert used is not None and used.card == "h100-sxm" and merged == m
-    assert P.with_spec(spec) == (spec, None)
-    with pytest.raises(P.ProfileError, match="merge wants"):
-        P.merge(spec, spec)
+    assert prof.with_spec(spec) == (spec, None)
+    with pytest.raises(prof.ProfileError, match="merge wants"):
+        prof.merge(spec, spec)
 
 
 def test_from_measurements_still_builds_a_profile():
-    dev = P.DeviceInfo(name="NVIDIA H200", backend="cuda")
-    run = P.RunInfo(mode="cuda", mode_reason="test", benchmarks=[])
-    p = P.from_measurements([], dev, run)
+    dev = prof.DeviceInfo(name="NVIDIA H200", backend="cuda")
+    run = prof.RunInfo(mode="cuda", mode_reason="test", benchmarks=[])
+    p = prof.from_measurements([], dev, run)
     assert p.card == "h200" and p.kind == "measured" and p.run.points_ok == 0

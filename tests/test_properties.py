@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench import models as M
-from bench import profile as P
-from bench import roofline as R
+from bench import profile as prof
+from bench import roofline
 
-SPECS = {name: json.loads(path.read_text()) for name, path in sorted(P.library("spec").items())}
+SPECS = {name: json.loads(path.read_text()) for name, path in sorted(prof.library("spec").items())}
 PRESETS = sorted(M.PRESETS)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -64,8 +64,8 @@ def _load_profile(tmp_path, text: str):
     f = tmp_path / "p.json"
     f.write_text(text)
     try:
-        return P.load(f)
-    except P.ProfileError as e:
+        return prof.load(f)
+    except prof.ProfileError as e:
         _one_line(e)
         return e
 
@@ -91,11 +91,11 @@ def test_profile_loader_gives_a_profile_or_one_line(tmp_path_factory, card, data
         if isinstance(x, dict):
             x[data.draw(st.text(min_size=1, max_size=6))] = data.draw(JSON)
     got = _load_profile(tmp_path_factory.mktemp("p"), json.dumps(doc))
-    if isinstance(got, P.Profile):  # what loads is finite and survives a save/load round trip
+    if isinstance(got, prof.Profile):  # what loads is finite and survives a save/load round trip
         assert all(math.isfinite(v) for v in _numbers(got.model_dump()))
         out = tmp_path_factory.mktemp("rt") / "p.json"
-        P.save(got, out)
-        assert P.load(out) == got
+        prof.save(got, out)
+        assert prof.load(out) == got
 
 
 @FAST
@@ -103,24 +103,24 @@ def test_profile_loader_gives_a_profile_or_one_line(tmp_path_factory, card, data
 def test_profile_non_finite_or_negative_numbers_are_errors(tmp_path_factory, card, data):
     doc = copy.deepcopy(SPECS[card])
     nums = [p for p, v in _paths(doc) if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and p[0] in P.SPEC_SECTIONS]
+            and p[0] in prof.SPEC_SECTIONS]
     path = data.draw(st.sampled_from(nums))
     bad = data.draw(st.one_of(NON_FINITE, st.floats(max_value=-1e-300, allow_infinity=False),
                               st.integers(max_value=-1)))
     _set(doc, path, bad)
     got = _load_profile(tmp_path_factory.mktemp("p"), json.dumps(doc))  # NaN/Infinity written as JSON tokens
-    assert isinstance(got, P.ProfileError), (path, bad)
+    assert isinstance(got, prof.ProfileError), (path, bad)
 
 
 @FAST
 @given(card=st.sampled_from(sorted(SPECS)), version=st.one_of(st.integers(), st.text(max_size=3), st.none(),
                                                                st.floats(allow_nan=False, allow_infinity=False)))
 def test_profile_unknown_schema_versions_are_errors(tmp_path_factory, card, version):
-    assume(not (version == P.SCHEMA_VERSION and type(version) is int))
+    assume(not (version == prof.SCHEMA_VERSION and type(version) is int))
     doc = copy.deepcopy(SPECS[card])
     doc["schema_version"] = version
     got = _load_profile(tmp_path_factory.mktemp("p"), json.dumps(doc))
-    assert isinstance(got, P.ProfileError) and "schema_version" in str(got)
+    assert isinstance(got, prof.ProfileError) and "schema_version" in str(got)
 
 
 @FAST
@@ -128,10 +128,10 @@ def test_profile_unknown_schema_versions_are_errors(tmp_path_factory, card, vers
 def test_profile_truncated_or_garbage_files_are_errors(tmp_path_factory, card, cut, junk):
     text = json.dumps(SPECS[card])
     d = tmp_path_factory.mktemp("p")
-    assert isinstance(_load_profile(d, text[: int(len(text) * cut)]), P.ProfileError)
+    assert isinstance(_load_profile(d, text[: int(len(text) * cut)]), prof.ProfileError)
     (d / "g.json").write_bytes(junk + b"\xff")
-    with pytest.raises(P.ProfileError):
-        P.load(d / "g.json")
+    with pytest.raises(prof.ProfileError):
+        prof.load(d / "g.json")
 
 
 @pytest.mark.parametrize("path,value", [
@@ -142,8 +142,8 @@ def test_profile_truncated_or_garbage_files_are_errors(tmp_path_factory, card, c
 def test_profile_absurd_values_and_booleans_are_errors(path, value):
     doc = copy.deepcopy(SPECS["h100-sxm"])
     _set(doc, path, value)
-    with pytest.raises(P.ProfileError):
-        P.validate(doc)
+    with pytest.raises(prof.ProfileError):
+        prof.validate(doc)
 
 
 # -- the model loader -------------------------------------------------------------------------------------
@@ -217,16 +217,17 @@ MODELS = st.one_of(st.sampled_from(PRESETS).map(M.PRESETS.get), random_models())
 
 def _roofline(card, model, tp, ep, graphs):
     try:
-        hw = R.Hardware(P.validate(SPECS[card]))
-        return R.Roofline(hw, model, R.Deployment(tp=tp, ep=ep if model.is_moe else 1, cuda_graphs=graphs))
-    except R.RooflineError:
+        hw = roofline.Hardware(prof.validate(SPECS[card]))
+        dep = roofline.Deployment(tp=tp, ep=ep if model.is_moe else 1, cuda_graphs=graphs)
+        return roofline.Roofline(hw, model, dep)
+    except roofline.RooflineError:
         return None
 
 
 def _step(rl, b, c):
     try:
         return rl.step(b, c)
-    except R.RooflineError as e:  # e.g. tp over a link the card's sheet does not give
+    except roofline.RooflineError as e:  # e.g. tp over a link the card's sheet does not give
         _one_line(e)
         return None
 

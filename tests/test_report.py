@@ -135,12 +135,27 @@ def test_missing_sections_render_not_measured(tmp_path):
     assert not (tmp_path / "plots").exists() or not any((tmp_path / "plots").iterdir())
 
 
-def test_loose_or_odd_curve_points_are_skipped_not_fatal():
-    assert D._matmul([{}, {"M": "x", "N": 2, "K": 3, "flops": 1.0}, {"M": 2, "N": 2, "K": 2, "flops": float("nan")},
-                      {"m": 4, "n": 5, "k": 6, "flops": 1e12, "dtype": "bfloat16"}]) == [
-        D.MatmulRow(4, 5, 6, "bfloat16", "", 1e12)]
-    assert D._decode([{"batch": 8, "context": None, "bandwidth_Bps": 1e12}, {"batch": True}]) == []
-    assert [a.world_size for a in D._a2a([{"message_bytes": 1024, "world_size": 4, "busbw_Bps": 1e9}, [1]])] == [4]
+def test_loose_or_odd_curve_points_are_refused_by_the_profile_not_fatal():
+    """Curve points are typed (bench/profile/schema.py): a loose or odd point is refused in one line when the profile
+    is read, so a report only ever sees whole points, read by their field names."""
+    doc = json.loads((FIXTURE / "profile.json").read_text())
+    odd = [("matmul", {}), ("matmul", {"M": "x", "N": 2, "K": 3, "flops": 1.0}),
+           ("matmul", {"M": 2, "N": 2, "K": 2, "flops": float("nan")}),
+           ("matmul", {"m": 4, "n": 5, "k": 6, "flops": 1e12, "dtype": "bfloat16"}),
+           ("decode", {"batch": 8, "context": None, "bandwidth_Bps": 1e12}), ("decode", {"batch": True}),
+           ("all_to_all", {"message_bytes": 1024, "world_size": 4, "busbw_Bps": 1e9}), ("all_to_all", [1])]
+    for curve, point in odd:
+        bad = json.loads(json.dumps(doc))
+        bad["curves"][curve] = [point]
+        with pytest.raises(P.ProfileError, match=f"curves.{curve}") as e:
+            P.validate(bad)
+        assert "\n" not in str(e.value)
+    mm = P.MatmulPoint(family="llm", M=4, N=5, K=6, dtype="bfloat16", impl="torch", library="cuBLAS", flops=1e12,
+                       median_s=1e-6, p10_s=1e-6, p90_s=1e-6, bytes=100, efficiency=0.5)
+    assert D._matmul([mm]) == [D.MatmulRow(4, 5, 6, "bfloat16", "torch", 1e12, "", 0.5, "llm")]
+    a2a = P.AllToAllPoint(world_size=4, backend="nccl", message_bytes=1024, algbw_Bps=4e9 / 3, busbw_Bps=1e9,
+                          median_s=1e-6, p10_s=1e-6, p90_s=1e-6)
+    assert [a.world_size for a in D._a2a([a2a])] == [4]
 
 
 def test_gpu_like_report_has_every_section(tmp_path):

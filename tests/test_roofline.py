@@ -4,20 +4,19 @@ import math
 
 import pytest
 
-from bench import models as M
-from bench import profile as P
-from bench import roofline as R
+from bench import models, roofline
+from bench import profile as prof
 
-H100 = P.resolve("h100-sxm")
+H100 = prof.resolve("h100-sxm")
 F, BW, MEM, PRICE = 989.4e12, 3.35e12, 80e9, 2.75  # the H100 SXM sheet: bf16 dense, HBM3, memory, $/GPU-hour
 
 
-def rl(model: str, gpu=H100, **dep) -> R.Roofline:
-    return R.Roofline(R.Hardware(gpu), M.resolve(model), R.Deployment(**dep))
+def rl(model: str, gpu=H100, **dep) -> roofline.Roofline:
+    return roofline.Roofline(roofline.Hardware(gpu), models.resolve(model), roofline.Deployment(**dep))
 
 
 def test_dense_batch_1_is_weights_over_bandwidth():
-    m = M.resolve("llama-3.1-8b")
+    m = models.resolve("llama-3.1-8b")
     weights = 2 * (m.params - 128256 * 4096)  # bf16, less the input embedding table (a lookup)
     s = rl("llama-3.1-8b").step(1, 0)
     assert s.memory_time_s == pytest.approx(weights / BW, rel=1e-12)
@@ -32,7 +31,7 @@ def test_dense_batch_1_is_weights_over_bandwidth():
 
 
 def test_kv_read_for_every_sequence():
-    m = M.resolve("llama-3.1-8b")
+    m = models.resolve("llama-3.1-8b")
     s = rl("llama-3.1-8b").step(4, 1000)
     kv = 4 * 1000 * 131072
     assert s.kv_bytes == kv and s.kv_time_s == pytest.approx(kv / BW)
@@ -47,9 +46,9 @@ def test_optimal_batch_dense_is_ridge_point():
 
 
 def test_optimal_batch_moe_by_hand():
-    h200 = P.resolve("h200")
+    h200 = prof.resolve("h200")
     f, bw = 989.4e12, 4.8e12
-    m = M.resolve("qwen3-30b-a3b")
+    m = models.resolve("qwen3-30b-a3b")
     b = rl("qwen3-30b-a3b", gpu=h200).optimal_batch()
     # compute = weight fetch: 2·B·active / F = touched(B)·2 / BW
     assert 2 * b * m.matmul_params_per_token / f == pytest.approx(m.weight_bytes_touched(b) / bw, rel=1e-9)
@@ -62,8 +61,8 @@ def test_optimal_batch_moe_by_hand():
 
 
 def test_moe_weights_follow_expected_experts():
-    m = M.resolve("mixtral-8x7b")
-    r = rl("mixtral-8x7b", gpu=P.resolve("h200"))
+    m = models.resolve("mixtral-8x7b")
+    r = rl("mixtral-8x7b", gpu=prof.resolve("h200"))
     e = 3 * 4096 * 14336
     for b, hit in ((1, 2.0), (2, 3.5), (3, 8 * (1 - 0.75 ** 3))):
         s = r.step(b, 0)
@@ -72,7 +71,7 @@ def test_moe_weights_follow_expected_experts():
 
 
 def test_max_batch_and_capacity_limits():
-    m = M.resolve("llama-3.1-8b")
+    m = models.resolve("llama-3.1-8b")
     free = MEM * 0.9 - 2 * m.params
     mb = rl("llama-3.1-8b").max_batch(8192)
     assert mb == math.floor(free / (8192 * 131072)) == 52
@@ -81,7 +80,7 @@ def test_max_batch_and_capacity_limits():
     big = rl("llama-3.1-405b")  # 812 GB of bf16 weights on one 80 GB card
     assert big.max_batch(1024) == 0 and big.step(1, 1024).fits is False
     fp8 = rl("llama-3.1-405b", tp=8, weight_dtype="fp8")
-    m4 = M.resolve("llama-3.1-405b")
+    m4 = models.resolve("llama-3.1-405b")
     free = MEM * 0.9 - m4.params / 8
     per_seq = 4096 * 2 * 126 * 8 * 128 * 2 / 8  # KV heads split 8 ways
     assert fp8.max_batch(4096) == math.floor(free / per_seq)
@@ -95,7 +94,7 @@ def test_tensor_parallel_all_reduce_by_hand():
     msg = 16 * 8192 * 2  # tokens x hidden x bf16
     assert s.tp_comm_time_s == pytest.approx(80 * 2 * (2 * 3 / 4) * msg / 450e9)
     assert s.comm_time_s == s.tp_comm_time_s and s.ep_comm_time_s == 0
-    m = M.resolve("llama-3.1-70b")
+    m = models.resolve("llama-3.1-70b")
     assert s.weight_bytes == pytest.approx(2 * m.dense_params)  # 4 GPUs x a quarter each
     assert s.memory_time_s == pytest.approx(2 * m.dense_params / 4 / BW)
     assert s.step_time_s == pytest.approx(max(s.compute_time_s, s.memory_time_s) + s.comm_time_s)
@@ -109,17 +108,17 @@ def test_expert_parallel_all_to_all_by_hand():
 
 
 def test_links_by_group_size():
-    hw = R.Hardware(H100)
+    hw = roofline.Hardware(H100)
     assert hw.link(8) == (450e9, "scale-up")
     assert hw.link(16)[0] == 50e9  # beyond the NVLink domain: one 400 Gb/s NIC per GPU
-    bw, name = R.Hardware(P.resolve("l40s")).link(4)
+    bw, name = roofline.Hardware(prof.resolve("l40s")).link(4)
     assert bw == pytest.approx(16e9 * 128 / 130 / 8 * 16, rel=1e-4) and "PCIe" in name
-    with pytest.raises(R.RooflineError, match="no link bandwidth for 16 GPUs"):
-        R.Hardware(P.resolve("l4")).link(16)
+    with pytest.raises(roofline.RooflineError, match="no link bandwidth for 16 GPUs"):
+        roofline.Hardware(prof.resolve("l4")).link(16)
 
 
 def test_mla_latent_is_not_split_by_tp():
-    h200 = P.resolve("h200")
+    h200 = prof.resolve("h200")
     ds = rl("deepseek-v3", gpu=h200, tp=8).step(8, 4096)
     assert ds.kv_bytes == pytest.approx(8 * 8 * 4096 * 61 * 576 * 2)  # every GPU holds every sequence's latent
     ll = rl("llama-3.1-70b", gpu=h200, tp=8).step(8, 4096)
@@ -127,25 +126,25 @@ def test_mla_latent_is_not_split_by_tp():
 
 
 def test_compute_dtype_follows_weights_and_card():
-    hopper = rl("deepseek-v3", gpu=P.resolve("h200"), ep=8)
+    hopper = rl("deepseek-v3", gpu=prof.resolve("h200"), ep=8)
     assert hopper.dense_dtype == "float8_e4m3fn"
-    ampere = rl("deepseek-v3", gpu=P.resolve("a100-80gb-sxm"), ep=16)  # no fp8 tensor cores: bf16 matmuls
+    ampere = rl("deepseek-v3", gpu=prof.resolve("a100-80gb-sxm"), ep=16)  # no fp8 tensor cores: bf16 matmuls
     assert ampere.dense_dtype == "bfloat16" and any("compute as bfloat16" in n for n in ampere.hw.notes)
-    blackwell = rl("gpt-oss-120b", gpu=P.resolve("b200"))
+    blackwell = rl("gpt-oss-120b", gpu=prof.resolve("b200"))
     assert (blackwell.dense_dtype, blackwell.expert_dtype) == ("bfloat16", "float4_e2m1fn")
 
 
 def test_bad_deployments():
     for kw, msg in [(dict(ep=2), "dense"), (dict(tp=0), "tp must"), (dict(tp=2, gpus=3), "multiple"),
                     (dict(kv_dtype="fp7"), "unknown dtype"), (dict(memory_utilization=1.5), "memory_utilization")]:
-        with pytest.raises(R.RooflineError, match=msg):
+        with pytest.raises(roofline.RooflineError, match=msg):
             rl("llama-3.1-8b", **kw)
-    with pytest.raises(R.RooflineError, match="more than"):
+    with pytest.raises(roofline.RooflineError, match="more than"):
         rl("mixtral-8x7b", ep=16)
 
 
 def test_prefill_by_hand():
-    m = M.resolve("llama-3.1-8b")
+    m = models.resolve("llama-3.1-8b")
     pf = rl("llama-3.1-8b").prefill(4096)
     flops = 2 * 4096 * m.matmul_params_per_token + 4096 * m.attention_flops_per_token(2048)
     assert pf["compute_time_s"] == pytest.approx(flops / F)
@@ -153,38 +152,38 @@ def test_prefill_by_hand():
 
 
 # ------------------------------------------------------------------------------------------ measured curves
-def _measured(curves: bool = True) -> P.Profile:
-    dev = P.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85_000_000_000, compute_units=132,
-                       cache_bytes=50 * 2**20)
-    run = P.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm", "gemm", "decode"])
-    data = {"name": "lent h100", "device": dev, "run": run,
-            "peaks": P.Peaks(memory_bandwidth_Bps=3.1e12, copy_bandwidth_Bps=2.9e12,
-                             matmul_flops={"bfloat16": 7.9e14})}
+def _measured(curves: bool = True) -> prof.Profile:
+    dev = prof.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85_000_000_000, compute_units=132,
+                          cache_bytes=50 * 2**20)
+    run = prof.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm", "gemm", "decode"])
+    data = {"name": "my h100", "device": dev, "run": run,
+            "peaks": prof.Peaks(memory_bandwidth_Bps=3.1e12, copy_bandwidth_Bps=2.9e12,
+                                matmul_flops={"bfloat16": 7.9e14})}
     if curves:
-        hbm = [P.HBMPoint(op=op, impl="torch", dtype="float32", working_set_bytes=ws, bandwidth_Bps=bw, median_s=1.0,
-                          p10_s=1.0, p90_s=1.0, beyond_cache=True)
+        hbm = [prof.HBMPoint(op=op, impl="torch", dtype="float32", working_set_bytes=ws, bandwidth_Bps=bw, median_s=1.0,
+                             p10_s=1.0, p90_s=1.0, beyond_cache=True)
                for op, ws, bw in [("read", 10**9, 2.5e12), ("read", 10**10, 3.0e12), ("copy", 10**10, 2.9e12),
                                   ("copy", 10**9, 2.99e12)]]
         mm = []
         for m_, fl in [(1, 1.0e12), (1024, 7.0e14), (4096, 7.9e14)]:
             nbytes = (m_ * 4096 + 4096 * 14336 + m_ * 14336) * 2
-            mm.append(P.MatmulPoint(family="llm", M=m_, N=14336, K=4096, dtype="bfloat16", impl="torch",
-                                    library="cuBLAS", flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes,
-                                    efficiency=fl / 7.9e14))
-        dec = [P.DecodePoint(model="llama-3.1-8b", impl="triton", layout="contiguous", dtype="bfloat16", batch=b,
-                             context=c, q_heads=32, kv_heads=8, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
-                             median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
+            mm.append(prof.MatmulPoint(family="llm", M=m_, N=14336, K=4096, dtype="bfloat16", impl="torch",
+                                       library="cuBLAS", flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes,
+                                       efficiency=fl / 7.9e14))
+        dec = [prof.DecodePoint(model="llama-3.1-8b", impl="triton", layout="contiguous", dtype="bfloat16", batch=b,
+                                context=c, q_heads=32, kv_heads=8, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
+                                median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
                for b, c, bw in [(1, 1024, 1.0e12), (16, 1024, 2.0e12), (1, 8192, 2.0e12), (16, 8192, 2.6e12)]]
-        data["curves"] = P.Curves(hbm=hbm, matmul=mm, decode=dec)
-    return P.Profile(**data)
+        data["curves"] = prof.Curves(hbm=hbm, matmul=mm, decode=dec)
+    return prof.Profile(**data)
 
 
 def test_measured_profile_uses_its_curves():
-    m = M.resolve("llama-3.1-8b")
-    est = R.estimate(_measured(), m, batches=[16, 1024], context=8192)
+    m = models.resolve("llama-3.1-8b")
+    est = roofline.estimate(_measured(), m, batches=[16, 1024], context=8192)
     s16, s1024 = est.rows
     w = 2 * m.dense_params  # ≈ 15 GB
-    # issue 11: weights stream at the bandwidth the matmul curve reaches at M = 16 (A + B + C bytes × FLOP/s ÷ 2MNK
+    # weights stream at the bandwidth the matmul curve reaches at M = 16 (A + B + C bytes × FLOP/s ÷ 2MNK
     # of the measured (14336, 4096) family, interpolated in log M between M = 1 and M = 1024), not the read curve's
     gemm_bw = lambda M_, fl: (M_ * 4096 + 4096 * 14336 + M_ * 14336) * 2 * fl / (2 * M_ * 14336 * 4096)  # noqa: E731
     frac = math.log(16) / math.log(1024)
@@ -205,25 +204,26 @@ def test_measured_profile_uses_its_curves():
 
 
 def test_interpolation_between_points():
-    hw = R.Hardware(_measured())
+    hw = roofline.Hardware(_measured())
     assert hw.memory_rate(10**9.5) == pytest.approx(2.75e12)  # halfway in log size between the read points
     assert hw.memory_rate(10**8) == 2.5e12 and hw.memory_rate(10**12) == 3.0e12  # clamped at the ends
-    assert hw.kv_rate(4, 1024, M.resolve("llama-3.1-8b"), "bf16", 1.0) == pytest.approx(1.5e12)
+    assert hw.kv_rate(4, 1024, models.resolve("llama-3.1-8b"), "bf16", 1.0) == pytest.approx(1.5e12)
 
 
 def test_empty_curves_fall_back_to_peaks():
-    m = M.resolve("llama-3.1-8b")
-    est = R.estimate(_measured(curves=False), m, batches=[16], context=8192)
+    m = models.resolve("llama-3.1-8b")
+    est = roofline.estimate(_measured(curves=False), m, batches=[16], context=8192)
     s = est.rows[0]
     assert s.weight_time_s == pytest.approx(2 * m.dense_params / 3.1e12)  # the measured peak
     assert s.kv_time_s == pytest.approx(16 * 8192 * 131072 / 3.1e12)
     assert any("no HBM curve" in n for n in est.notes)
-    ds = R.estimate(_measured(curves=False), M.resolve("deepseek-v3"), R.Deployment(ep=16), batches=[1], context=64)
+    ds = roofline.estimate(_measured(curves=False), models.resolve("deepseek-v3"), roofline.Deployment(ep=16),
+                           batches=[1], context=64)
     assert any("float8_e4m3fn peak (spec" in n for n in ds.notes)  # fp8 not measured: the sheet's number, said so
 
 
 def test_as_dict_has_the_documented_keys():
-    d = R.estimate(H100, M.resolve("llama-3.1-8b"), batches=[1, 8], context=512).as_dict()
+    d = roofline.estimate(H100, models.resolve("llama-3.1-8b"), batches=[1, 8], context=512).as_dict()
     assert {"gpu", "model", "optimal_batch", "latency_floor_s", "max_batch", "rows"} <= set(d)
     keys = {"batch", "context", "step_time_s", "compute_time_s", "memory_time_s", "comm_time_s", "bound",
             "tokens_per_s", "tokens_per_s_per_user", "usd_per_mtok", "weight_bytes", "kv_bytes", "flops"}
@@ -231,29 +231,29 @@ def test_as_dict_has_the_documented_keys():
 
 
 def test_compare_meets_the_per_user_target():
-    rows = R.compare([("h100-sxm", H100), ("h200", P.resolve("h200"))], M.resolve("llama-3.1-8b"), context=4096,
-                     target_tokens_per_user=50)
+    rows = roofline.compare([("h100-sxm", H100), ("h200", prof.resolve("h200"))], models.resolve("llama-3.1-8b"),
+                            context=4096, target_tokens_per_user=50)
     h100, h200 = rows
     assert h100.meets_target and h200.meets_target
     assert h100.tokens_per_s_per_user >= 50 and h200.tokens_per_s_per_user >= 50
     assert h200.tokens_per_s_per_gpu > h100.tokens_per_s_per_gpu  # more bandwidth and room for KV
     assert h100.usd_per_mtok == pytest.approx(PRICE * h100.gpus / 3600 / (h100.tokens_per_s_per_gpu * h100.gpus) * 1e6)
-    slow = R.compare([("h100-sxm", H100)], M.resolve("llama-3.1-8b"), target_tokens_per_user=1e6)[0]
+    slow = roofline.compare([("h100-sxm", H100)], models.resolve("llama-3.1-8b"), target_tokens_per_user=1e6)[0]
     assert not slow.meets_target and slow.batch == 1 and "below the target" in slow.note
-    nofit = R.compare([("l4", P.resolve("l4"))], M.resolve("llama-3.1-405b"))[0]
+    nofit = roofline.compare([("l4", prof.resolve("l4"))], models.resolve("llama-3.1-405b"))[0]
     assert nofit.batch is None and nofit.note
 
 
 def test_interp_log():
     pts = [(1, 10.0), (100, 30.0)]
-    assert R.interp_log(pts, 10) == pytest.approx(20.0)
-    assert R.interp_log(pts, 0.5) == 10.0 and R.interp_log(pts, 1e6) == 30.0
-    assert R.interp_log([], 3) is None
+    assert roofline.interp_log(pts, 10) == pytest.approx(20.0)
+    assert roofline.interp_log(pts, 0.5) == 10.0 and roofline.interp_log(pts, 1e6) == 30.0
+    assert roofline.interp_log([], 3) is None
 
 
 # ------------------------------------------------------------------------------------ phases, GEMMs, attention
 def test_gemm_and_attention_phases_add_up():
-    m = M.resolve("llama-3.1-8b")
+    m = models.resolve("llama-3.1-8b")
     s = rl("llama-3.1-8b", phase_split=True).step(512, 256)  # GEMMs compute bound (512 > F/BW ≈ 295), attention
     # bound by its KV read
     assert s.matmul_compute_time_s == pytest.approx(2 * 512 * m.matmul_params_per_token / F)
@@ -273,33 +273,33 @@ def test_gemm_and_attention_phases_add_up():
     assert small.step_time_s == pytest.approx(rl("llama-3.1-8b").step(8, 4096).step_time_s)
 
 
-def _two_families() -> P.Profile:
+def _two_families() -> prof.Profile:
     """A measured H100 whose small GEMMs (4096 x 4096) stream at 1.5 TB/s and big ones (14336 x 4096) at 3 TB/s at
     M = 1; decode points of two head configurations and two kernels."""
-    prof = _measured()
+    measured = _measured()
     mm = []
     for (n, k), bw in (((4096, 4096), 1.5e12), ((14336, 4096), 3.0e12)):
         for m_ in (1, 4096):
             nbytes = (m_ * k + k * n + m_ * n) * 2
             fl = bw * 2 * m_ * n * k / nbytes if m_ == 1 else 7.0e14
-            mm.append(P.MatmulPoint(family="llm", M=m_, N=n, K=k, dtype="bfloat16", impl="torch", library="cuBLAS",
-                                    flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes, efficiency=1.0))
+            mm.append(prof.MatmulPoint(family="llm", M=m_, N=n, K=k, dtype="bfloat16", impl="torch", library="cuBLAS",
+                                       flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes, efficiency=1.0))
 
     def dec(model, hq, hkv, impl, b, c, bw):
-        return P.DecodePoint(model=model, impl=impl, layout="contiguous", dtype="bfloat16", batch=b, context=c,
-                             q_heads=hq, kv_heads=hkv, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
-                             median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
+        return prof.DecodePoint(model=model, impl=impl, layout="contiguous", dtype="bfloat16", batch=b, context=c,
+                                q_heads=hq, kv_heads=hkv, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
+                                median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
 
     decode = [dec("llama-3.1-8b", 32, 8, "triton", b, c, bw)
               for b, c, bw in [(1, 512, 0.4e12), (8, 512, 1.2e12), (1, 4096, 1.6e12), (8, 4096, 2.4e12)]]
     decode += [dec("llama-3.1-70b", 64, 8, "triton", 8, 4096, 2.0e12),  # GQA 8 at the streams of llama's batch 8
                dec("llama-3.1-8b", 32, 8, "torch_sdpa", 8, 4096, 2.9e12)]
-    return prof.model_copy(update={"curves": prof.curves.model_copy(update={"matmul": mm, "decode": decode})})
+    return measured.model_copy(update={"curves": measured.curves.model_copy(update={"matmul": mm, "decode": decode})})
 
 
 def test_each_gemm_streams_at_its_own_shapes_rate():
-    m = M.resolve("llama-3.1-8b")
-    s = R.Roofline(R.Hardware(_two_families()), m).step(1, 0)
+    m = models.resolve("llama-3.1-8b")
+    s = roofline.Roofline(roofline.Hardware(_two_families()), m).step(1, 0)
     # nearest measured (N, K) in log distance: QKV (6144, 4096), O and down (4096, 14336) read like the 4096 x 4096
     # family; gate+up (28672, 4096) and the LM head (128256, 4096) like 14336 x 4096
     slow = 32 * (6144 * 4096 + 4096 * 4096 + 4096 * 14336) * 2
@@ -309,8 +309,8 @@ def test_each_gemm_streams_at_its_own_shapes_rate():
 
 
 def test_kv_rate_by_streams_group_and_kernel():
-    hw = R.Hardware(_two_families())
-    llama, qwen = M.resolve("llama-3.1-8b"), M.resolve("qwen3-30b-a3b")  # 8 and 4 KV heads of 128; GQA 4 and 8
+    hw = roofline.Hardware(_two_families())
+    llama, qwen = models.resolve("llama-3.1-8b"), models.resolve("qwen3-30b-a3b")  # 8 and 4 KV heads of 128, GQA 4, 8
     # no impl asked: the best kernel at each point (SDPA at (8, 4096))
     assert hw.kv_rate(8, 4096, llama, "bf16", 1.0) == pytest.approx(2.9e12)
     assert hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="triton/contiguous") == pytest.approx(2.4e12)
@@ -323,5 +323,5 @@ def test_kv_rate_by_streams_group_and_kernel():
     # an impl the curve lacks: the best kernel's, said so
     assert hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="flashinfer") == pytest.approx(2.9e12)
     assert any("no flashinfer points" in n for n in hw.notes)
-    with pytest.raises(R.RooflineError, match="attention_impl"):
-        R.Roofline(hw, llama, R.Deployment(attention_impl="/"))
+    with pytest.raises(roofline.RooflineError, match="attention_impl"):
+        roofline.Roofline(hw, llama, roofline.Deployment(attention_impl="/"))

@@ -3,6 +3,8 @@ bench.profile, bench.models and bench.roofline. A profile is a name (profiles/sp
 path everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from bench.cli.base import CLIError, app, echo_json, int_list, si, usd
@@ -24,20 +26,20 @@ MAX_BATCH = 10_000_000
 
 
 def _profile(ref: str):
-    from bench import profile as P
+    from bench import profile as prof
 
     try:
-        return P.resolve(ref)
-    except P.ProfileError as e:
+        return prof.resolve(ref)
+    except prof.ProfileError as e:
         raise CLIError(str(e)) from None
 
 
 def _model(ref: str):
-    from bench import models as M
+    from bench import models
 
     try:
-        return M.resolve(ref)
-    except M.ModelError as e:
+        return models.resolve(ref)
+    except models.ModelError as e:
         raise CLIError(str(e)) from None
 
 
@@ -50,14 +52,14 @@ def _check_range(name: str, v: float | None, lo: float, hi: float) -> None:
 @profile_app.command("list")
 def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """List the spec and committed measured profiles."""
-    from bench import profile as P
+    from bench import profile as prof
 
-    items = []
+    items: list[dict[str, Any]] = []
     for kind in ("spec", "measured"):
-        for name, path in P.library(kind).items():
+        for name, path in prof.library(kind).items():
             try:
-                p = P.load(path)
-            except P.ProfileError as e:
+                p = prof.load(path)
+            except prof.ProfileError as e:
                 items.append({"name": name, "kind": kind, "path": str(path), "error": str(e)})
                 continue
             items.append({"name": name, "kind": p.kind, "path": str(path), "device": p.device.name,
@@ -69,7 +71,7 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
         return
     from rich.table import Table
 
-    t = Table(title=f"profiles in {P.profiles_dir()}")
+    t = Table(title=f"profiles in {prof.profiles_dir()}")
     for c in ("name", "kind", "device", "memory", "bandwidth", "bf16 matmul", "$/GPU-h"):
         t.add_column(c, justify="right" if c in ("memory", "bandwidth", "bf16 matmul", "$/GPU-h") else "left")
     for it in items:
@@ -88,13 +90,13 @@ def profile_show(
     json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object."),
 ) -> None:
     """Show a profile: its numbers with their sources (spec) or provenance (merged)."""
-    from bench import profile as P
+    from bench import profile as prof
 
     p = _profile(ref)
     if merged:
         try:
-            p, spec = P.with_spec(p)
-        except P.ProfileError as e:
+            p, spec = prof.with_spec(p)
+        except prof.ProfileError as e:
             raise CLIError(str(e)) from None
         if spec is None and not p.provenance:
             raise CLIError(f"{ref}: no spec profile found for device {p.device.name!r} (--merged needs one)")
@@ -169,15 +171,15 @@ def profile_schema(
     write: bool = typer.Option(False, "--write", help="Regenerate profiles/schema.json instead of printing it."),
 ) -> None:
     """Print the profile JSON Schema (generated from the pydantic model), or write profiles/schema.json."""
-    from bench import profile as P
+    from bench import profile as prof
 
     if write:
         try:
-            typer.echo(f"wrote {P.write_schema()}")
+            typer.echo(f"wrote {prof.write_schema()}")
         except OSError as e:
             raise CLIError(f"cannot write the schema: {e.strerror or e}") from None
     else:
-        typer.echo(P.schema_text(), nl=False)
+        typer.echo(prof.schema_text(), nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ roofline
@@ -212,18 +214,18 @@ def roofline_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Decode step time, tokens/s and $/Mtok by batch for a model on a card (measured curves or spec peaks)."""
-    from bench import profile as P
-    from bench import roofline as R
+    from bench import profile as prof
+    from bench import roofline
 
     batches = int_list(batch, "--batch", 1, MAX_BATCH)
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--price", price, 1e-6, 1e6)
     _check_range("--prompt", prompt, 1, MAX_CONTEXT)
-    prof, mdl = _profile(gpu), _model(model)
+    card, mdl = _profile(gpu), _model(model)
     try:
-        est = R.estimate(prof, mdl, _deployment(tp, ep, gpus, weight_dtype, kv_dtype, cuda_graphs), batches=batches,
-                         context=context, price_usd_per_hour=price, prompt_tokens=prompt)
-    except (R.RooflineError, P.ProfileError) as e:
+        est = roofline.estimate(card, mdl, _deployment(tp, ep, gpus, weight_dtype, kv_dtype, cuda_graphs),
+                                batches=batches, context=context, price_usd_per_hour=price, prompt_tokens=prompt)
+    except (roofline.RooflineError, prof.ProfileError) as e:
         raise CLIError(str(e)) from None
     if json_out:
         echo_json(est.as_dict())
@@ -280,8 +282,8 @@ def compare_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Cards side by side for a model: throughput per GPU and $/Mtok at a per-user speed, max batch, bound."""
-    from bench import profile as P
-    from bench import roofline as R
+    from bench import profile as prof
+    from bench import roofline
 
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--target-tokens-per-user", target, 1e-6, 1e9)
@@ -295,10 +297,11 @@ def compare_cmd(
     if tp is not None or ep is not None:
         dep = _deployment(tp or 1, ep or 1, None, None, "bf16")
     try:
-        rows = R.compare(profs, mdl, context=context, target_tokens_per_user=target, deployment=dep, prices=prices)
-    except (R.RooflineError, P.ProfileError) as e:
+        rows = roofline.compare(profs, mdl, context=context, target_tokens_per_user=target, deployment=dep,
+                                prices=prices)
+    except (roofline.RooflineError, prof.ProfileError) as e:
         raise CLIError(str(e)) from None
-    if plot is not None:  # the throughput–interactivity plot (issue 7: bench.report.build.compare_plot)
+    if plot is not None:  # the throughput–interactivity plot (bench.report.build.compare_plot)
         from bench.report import build as report_build
 
         try:

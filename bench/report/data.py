@@ -1,9 +1,9 @@
 """What a report shows, pulled out of a profile and its measurements (and nothing else).
 
 Every section of a report (tables and plots alike) reads the normalised series built here, so the
-Markdown, the HTML and the PNGs always agree. Sections that later benchmarks fill in (matmul, decode,
-all-to-all, telemetry, health) are read defensively from the profile's JSON form: a section that is absent,
-empty or shaped unexpectedly yields an empty series, which the report renders as "not measured".
+Markdown, the HTML and the PNGs always agree. The series are read from the profile's typed sections
+(bench/profile/schema.py); a section that is absent or empty yields an empty series, which the report renders
+as "not measured".
 
 Roofline placement (stated once, here): a kernel's arithmetic intensity is its FLOPs / the bytes it must move
 through memory, both as its benchmark counted them (``Measurement.flop_count`` / ``Measurement.bytes``).
@@ -23,20 +23,20 @@ from typing import Any
 
 from .. import dtypes
 from ..measurement import Measurement
-from ..profile import Profile
+from ..profile import AllReducePoint, AllToAllPoint, DecodePoint, MatmulPoint, Profile
 
-# bytes per element by the dtype names benchmarks record
-ITEMSIZE = {
-    "float64": 8, "fp64": 8, "float32": 4, "fp32": 4, "tf32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
-    "fp16": 2, "half": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
-    "int8": 1, "float4": 0.5, "fp4": 0.5,
-}
 # FLOPs per byte moved of the bandwidth kernels that do arithmetic, times the element size (see the docstring)
 HBM_FLOPS_PER_ELEMENT_MOVED = {"triad": 2 / 3, "read": 1.0}
 
 
 def itemsize(dtype: str | None) -> float | None:
-    return ITEMSIZE.get(str(dtype).lower()) if dtype else None
+    """Bytes per element of a dtype a benchmark records (bench.dtypes); None for none or an unknown name."""
+    if not dtype:
+        return None
+    try:
+        return dtypes.bytes_per_element(dtype)
+    except dtypes.UnknownDtype:
+        return None
 
 
 def _num(x: Any) -> float | None:
@@ -45,25 +45,6 @@ def _num(x: Any) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) and x >= 0 else None
-
-
-def pick(d: dict, *names: str) -> Any:
-    """The first of ``names`` present (not None) in ``d``; benchmarks name some fields differently."""
-    for n in names:
-        if n in d and d[n] is not None:
-            return d[n]
-    return None
-
-
-def _points(x: Any) -> list[dict]:
-    """A curve as a list of dicts, whatever shape the profile gives it (a list, or a dict holding one)."""
-    if isinstance(x, list):
-        return [p for p in x if isinstance(p, dict)]
-    if isinstance(x, dict):
-        for k in ("points", "curve", "curves"):
-            if isinstance(x.get(k), list):
-                return [p for p in x[k] if isinstance(p, dict)]
-    return []
 
 
 @dataclass
@@ -210,61 +191,34 @@ def _hbm(p: Profile) -> list[HBMRow]:
             for c in p.curves.hbm]
 
 
-def _matmul(curve: list[dict]) -> list[MatmulRow]:
+def _matmul(curve: list[MatmulPoint]) -> list[MatmulRow]:
     out = []
-    for d in curve:
-        m, n, k = (_num(pick(d, a, a.lower())) for a in ("M", "N", "K"))
-        fl = _num(pick(d, "flops", "flops_per_s", "achieved_flops"))
-        if not (m and n and k and fl):
-            continue
-        eff = _num(pick(d, "efficiency", "fraction_of_peak"))
-        shape = str(pick(d, "layer", "shape", "name", "label", "model") or "")
+    for p in curve:
+        shape = p.shape
         if re.match(r"M=\d+ tokens x ", shape):  # "M=8 tokens x Llama-3-8B MLP down": the layer is the name
             shape = shape.split(" x ", 1)[1]
-        fam = str(pick(d, "family") or "")
-        out.append(MatmulRow(int(m), int(n), int(k), str(pick(d, "dtype") or "?"), str(pick(d, "impl") or ""),
-                             fl, "" if shape == fam else shape, eff, fam))
+        out.append(MatmulRow(p.M, p.N, p.K, p.dtype or "?", p.impl, float(p.flops),
+                             "" if shape == p.family else shape, float(p.efficiency), p.family))
     return out
 
 
-def _decode_config(d: dict) -> str:
-    """The head configuration: "llama-3.1-8b (32q/8kv ×128)", or what of it the point records."""
-    q = pick(d, "q_heads", "num_q_heads", "n_heads", "heads")
-    kv = pick(d, "kv_heads", "num_kv_heads", "n_kv_heads")
-    hd = pick(d, "head_dim", "d_head")
-    named = pick(d, "model", "config", "head_config", "name")
-    heads = "/".join(x for x in (f"{q}q" if q is not None else "", f"{kv}kv" if kv is not None else "") if x)
-    if hd is not None:
-        heads = f"{heads} ×{hd}".strip()
-    if named is not None and heads:
-        return f"{named} ({heads})"
-    return str(named) if named is not None else heads
+def _decode_config(p: DecodePoint) -> str:
+    """The head configuration: "llama-3.1-8b (32q/8kv ×128)"."""
+    return f"{p.model} ({p.q_heads}q/{p.kv_heads}kv ×{p.head_dim})"
 
 
-def _decode(curve: list[dict]) -> list[DecodeRow]:
-    out = []
-    for d in curve:
-        b = _num(pick(d, "batch", "batch_size"))
-        ctx = _num(pick(d, "context", "context_len", "ctx", "seq_len", "kv_len"))
-        bw = _num(pick(d, "bandwidth_Bps", "achieved_bandwidth_Bps"))
-        if not (b and ctx and bw):
-            continue
-        frac = _num(pick(d, "fraction_of_measured_hbm", "fraction_of_hbm", "fraction", "efficiency"))
-        out.append(DecodeRow(int(b), int(ctx), bw, _decode_config(d), str(pick(d, "impl") or ""),
-                             str(pick(d, "dtype", "kv_dtype") or ""), frac, str(pick(d, "layout") or "")))
-    return out
+def _decode(curve: list[DecodePoint]) -> list[DecodeRow]:
+    return [DecodeRow(p.batch, p.context, float(p.bandwidth_Bps), _decode_config(p), p.impl, p.dtype,
+                      _num(p.fraction_of_measured_hbm), p.layout) for p in curve]
 
 
-def _a2a(curve: list[dict]) -> list[A2ARow]:
-    out = []
-    for d in curve:
-        size = _num(pick(d, "message_bytes", "bytes_per_rank", "size_bytes", "msg_bytes", "bytes"))
-        ws = _num(pick(d, "world_size", "ranks", "world"))
-        bw = _num(pick(d, "busbw_Bps", "bus_bandwidth_Bps", "bus_bw_Bps"))
-        if not (size and ws and bw):
-            continue
-        out.append(A2ARow(size, int(ws), bw, str(pick(d, "impl", "backend", "traffic") or "")))
-    return out
+def _a2a(curve: list[AllToAllPoint]) -> list[A2ARow]:
+    return [A2ARow(float(p.message_bytes), p.world_size, float(p.busbw_Bps), p.backend) for p in curve]
+
+
+def _all_reduce(curve: list[AllReducePoint]) -> list[A2ARow]:
+    return [A2ARow(float(p.size_bytes), p.world_size, float(p.busbw_Bps), f"all-reduce {p.backend}".strip())
+            for p in curve]
 
 
 def _roof_points(rd: ReportData) -> list[RoofPoint]:
@@ -284,10 +238,9 @@ def _roof_points(rd: ReportData) -> list[RoofPoint]:
         nbytes = _num(m.bytes)
         dtype = str(m.params.get("dtype") or m.extra.get("dtype") or "")
         if not nbytes:
-            dims = [_num(m.params.get(a, m.params.get(a.lower()))) for a in ("M", "N", "K")]
+            M, N, K = (_num(m.params.get(a, m.params.get(a.lower()))) for a in ("M", "N", "K"))
             es = itemsize(dtype)
-            if all(dims) and es:
-                M, N, K = dims
+            if M and N and K and es:
                 nbytes = (M * K + K * N + M * N) * es
         if not nbytes or not m.flop_count:
             continue
@@ -318,70 +271,36 @@ def norm_dtype(dt: str) -> str:
 
 
 def _spec_numbers(spec: Profile) -> tuple[float | None, dict[str, float], float | None]:
-    d = spec.model_dump(mode="json")
-    peaks = d.get("peaks") or {}
-    mem = _num(peaks.get("memory_bandwidth_Bps"))
-    comp = {norm_dtype(k): v for k, v in (peaks.get("matmul_flops") or {}).items()
-            if _num(v) and norm_dtype(k) in dtypes.MATMUL}
-    link = None
-    for sect in (d.get("interconnect") or {}, d.get("links") or {}, peaks, d):
-        if isinstance(sect, dict):
-            link = _num(pick(sect, "scale_up_Bps", "scale_up_bandwidth_Bps", "nvlink_Bps", "link_bandwidth_Bps"))
-            if link:
-                break
-    return mem, comp, link
+    peaks = spec.peaks
+    comp = {norm_dtype(k): v for k, v in peaks.matmul_flops.items() if norm_dtype(k) in dtypes.MATMUL}
+    link = spec.interconnect.scale_up_Bps if spec.interconnect is not None else None
+    return peaks.memory_bandwidth_Bps, comp, link
 
 
-def _telemetry(d: dict) -> tuple[dict | None, list[dict]]:
-    tel = d.get("telemetry") if isinstance(d.get("telemetry"), dict) else None
-    health: list[dict] = []
-    for src in (d.get("health"), (tel or {}).get("health"), (tel or {}).get("verdicts"), d.get("verdicts"),
-                (d.get("doctor") or {}).get("verdicts") if isinstance(d.get("doctor"), dict) else None):
-        if isinstance(src, dict):
-            src = src.get("verdicts", src.get("checks", [src]))
-        if isinstance(src, list):
-            health = [v for v in src if isinstance(v, dict)]
-            if health:
-                break
-    return tel, health
-
-
-def _throttled(records: Iterable[Measurement], tel: dict | None) -> list[str]:
-    """The points measured while the GPU throttled: the run summary's list, else each record's own flag."""
-    if tel and isinstance(tel.get("throttled_points"), list) and tel["throttled_points"]:
-        return [str(x) for x in tel["throttled_points"]]
-    out = []
-    for m in records:
-        t = m.telemetry if isinstance(m.telemetry, dict) else None
-        if not t:
-            continue
-        flag = pick(t, "throttled", "throttling")
-        if flag is None and isinstance(t.get("throttle_reasons"), dict):
-            flag = any(_num(v) for k, v in t["throttle_reasons"].items() if "idle" not in k.lower())
-        if flag:
-            out.append(f"{m.benchmark} {m.impl} {m.kernel} {m.params}")
-    return out
+def _throttled(records: Iterable[Measurement], profile: Profile) -> list[str]:
+    """The points measured while the GPU throttled: the run summary's list, else each record's own flag (its
+    telemetry summary, bench/telemetry.py)."""
+    if profile.telemetry is not None and profile.telemetry.throttled_points:
+        return list(profile.telemetry.throttled_points)
+    return [f"{m.benchmark} {m.impl} {m.kernel} {m.params}" for m in records
+            if isinstance(m.telemetry, dict) and m.telemetry.get("throttled")]
 
 
 def build(profile: Profile, records: list[Measurement], *, spec: Profile | None = None,
           spec_name: str | None = None, spec_note: str = "") -> ReportData:
     """Normalise a profile + its records into the series every report section draws from."""
-    d = profile.model_dump(mode="json")
-    curves = d.get("curves") or {}
-    inter = d.get("interconnect") if isinstance(d.get("interconnect"), dict) else {}
     rd = ReportData(profile=profile, records=records, card=spec_name or profile.device.name, spec=spec,
                     spec_name=spec_name, spec_note=spec_note)
     rd.hbm = _hbm(profile)
-    rd.matmul = _matmul(_points(curves.get("matmul")))
-    rd.decode = _decode(_points(curves.get("decode")))
-    rd.a2a = _a2a(_points(curves.get("all_to_all")) or _points(inter.get("all_to_all")))
-    ar = inter.get("all_reduce") if isinstance(inter.get("all_reduce"), dict) else {}
-    rd.a2a += [A2ARow(a.message_bytes, a.world_size, a.busbw_Bps, f"all-reduce {a.impl}".strip())
-               for a in _a2a([{**x, "message_bytes": pick(x, "size_bytes", "message_bytes")}
-                              for x in _points(ar.get("curve"))])]
+    rd.matmul = _matmul(profile.curves.matmul)
+    rd.decode = _decode(profile.curves.decode)
+    rd.a2a = _a2a(profile.curves.all_to_all)
+    inter = profile.interconnect
+    if inter is not None and inter.all_reduce is not None:
+        rd.a2a += _all_reduce(inter.all_reduce.curve)
     pk = profile.peaks
     # a measured profile merged with its spec marks the spec's numbers: they are not measured roofs
-    from_spec = {k for k, v in (d.get("provenance") or {}).items() if v == "spec"}
+    from_spec = {k for k, v in profile.provenance.items() if v == "spec"}
     if "peaks.memory_bandwidth_Bps" not in from_spec:
         rd.measured_memory_Bps = pk.memory_bandwidth_Bps
     if "peaks.copy_bandwidth_Bps" not in from_spec:
@@ -399,6 +318,6 @@ def build(profile: Profile, records: list[Measurement], *, spec: Profile | None 
     from ..verdict import evaluate
 
     rd.verdict = evaluate(profile, spec)
-    rd.telemetry, rd.health = _telemetry(d)
-    rd.throttled = _throttled(records, rd.telemetry)
+    rd.telemetry = profile.telemetry.model_dump(mode="json") if profile.telemetry is not None else None
+    rd.throttled = _throttled(records, profile)
     return rd
