@@ -357,7 +357,7 @@ def test_profile_records_telemetry(tmp_path):
 # ---- on a real GPU (ROOFLAB_TEST_DEVICE=cuda) ----------------------------------------------------------------
 @pytest.mark.gpu
 def test_real_nvml_sampling_under_load(gpu_target):
-    """The real pynvml on the lent GPU: nothing raises, fields it lacks are recorded as unsupported, and a short
+    """The real pynvml on a real GPU: nothing raises, fields it lacks are recorded as unsupported, and a short
     matmul load is seen as load (busy samples, clocks) within a second."""
     import torch
 
