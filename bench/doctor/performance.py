@@ -148,11 +148,11 @@ def _perf_check(check: str, what: str, value: float | None, unit: str, exp: Expe
                else "no spec numbers for this card")
         return card_check(check, "SKIP", measured, "", why, value=value)
     ref, band = healthy.reference, healthy.band
-    fail, warn = band.warn_at * ref, band.pass_at * ref
-    expected = f"≥ {rate(warn, unit)} ({warn / spec_value:.0%} of spec)"
+    fail_below, warn_below = band.warn_at * ref, band.pass_at * ref
+    expected = f"≥ {rate(warn_below, unit)} ({warn_below / spec_value:.0%} of spec)"
     reason = (f"{what} {measured} is {value / spec_value:.0%} of {exp.sku}'s {rate(spec_value, unit)} spec; "
-              f"{healthy.source} ({rate(healthy.value, unit)}): FAIL below {fail / spec_value:.0%}, "
-              f"WARN below {warn / spec_value:.0%}")
+              f"{healthy.source} ({rate(healthy.value, unit)}): FAIL below {fail_below / spec_value:.0%}, "
+              f"WARN below {warn_below / spec_value:.0%}")
     return card_check(check, _GRADE[band.grade(value, ref)], measured, expected, reason, value=value,
                       healthy=healthy.value, spec=spec_value)
 

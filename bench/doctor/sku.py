@@ -47,11 +47,10 @@ def sku_from_name(name: str | None) -> str | None:
     return next((sku for pat, sku in NAME_PATTERNS if re.search(pat, s)), None)
 
 
-
 @dataclass(frozen=True)
 class SkuSpec:
     """The spec-sheet numbers the doctor reads from a SKU's spec profile (dense tensor rates; decimal units).
-    A number the profile lacks is None, and the check that needs it says so."""
+    A number the profile lacks is None, and what would be checked against it is not."""
 
     name: str
     memory_GB: float  # as marketed; NVML's total is about this many GiB
@@ -90,7 +89,6 @@ class Healthy:
 class Expected:
     sku: str | None
     spec: SkuSpec | None = None
-    spec_source: str = ""
     no_spec: str = ""  # why there are no spec numbers: "no spec profile for X", or the profile's error
     hbm: Healthy | None = None
     matmul: Healthy | None = None
@@ -98,14 +96,16 @@ class Expected:
 
 def _committed(kind: str, sku: str, profiles_dir: Path | None) -> tuple[Profile | None, str]:
     """The committed ``kind`` ("spec" or "measured") profile of ``sku``, or (None, why there is none)."""
-    try:
-        if profiles_dir is None:
+    path: Path | None
+    if profiles_dir is not None:
+        path = profiles_dir / ("specs" if kind == "spec" else "measured") / f"{sku}.json"
+        path = path if path.is_file() else None
+    else:
+        try:
             path = profile.resolve_path(f"{kind}:{sku}")
-        else:
-            path = profiles_dir / ("specs" if kind == "spec" else "measured") / f"{sku}.json"
-            if not path.is_file():
-                raise ProfileError(f"no {kind} profile named {sku!r}")
-    except ProfileError:
+        except ProfileError:
+            path = None
+    if path is None:
         return None, f"no {kind} profile for {sku}"
     try:
         return profile.load(path), ""
@@ -133,7 +133,6 @@ def expected_for(sku: str | None, profiles_dir: Path | None = None) -> Expected:
         exp.no_spec = why
         return exp
     spec = exp.spec = SkuSpec.from_profile(sku, spec_profile)
-    exp.spec_source = spec.source
     measured, _ = _committed("measured", sku, profiles_dir)
     where = f"profiles/measured/{sku}.json"
     copy = measured.peaks.copy_bandwidth_Bps if measured is not None else None
