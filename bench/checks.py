@@ -1,4 +1,4 @@
-"""Correctness checks every benchmark runs before it times anything (MEASURING.md §1).
+"""Correctness checks every benchmark runs before it times anything.
 
 Poison the output, run once, compare with a higher-precision reference by ‖out − ref‖ / ‖ref‖, and verify
 every element was written (no poison left). One tolerance table, per dtype.
@@ -89,6 +89,21 @@ def compare_chunked(out: torch.Tensor, ref_chunk, tol: float, reference: str,
     ok = math.isfinite(err) and err <= tol
     return Check(passed=ok, rel_err=err, tol=tol, reference=reference,
                  detail="" if ok else f"relative error {err:.3g} > tolerance {tol:.3g}")
+
+
+def compare_sum(got: float, x: torch.Tensor, tol: float, chunk: int = 1 << 24) -> Check:
+    """Check a reduction ``got`` = sum(x) against the float64 sum, the error taken relative to sum |x| (a sum of
+    values that cancel has no useful relative error). Summed chunk by chunk: no float64 copy of a huge array."""
+    flat = x.detach().reshape(-1)
+    ref = l1 = 0.0
+    for lo in range(0, flat.numel(), chunk):
+        c = flat[lo:lo + chunk].double()
+        ref += c.sum().item()
+        l1 += c.abs().sum().item()
+    err = abs(got - ref) / l1 if l1 > 0 else abs(got - ref)
+    ok = math.isfinite(got) and err <= tol
+    return Check(passed=ok, rel_err=err, tol=tol, reference="float64 sum (error relative to sum |x|)",
+                 detail="" if ok else f"sum {got} vs {ref}: error {err:.3g} x sum|x| > {tol:g}")
 
 
 def random_tensor(shape, dtype: torch.dtype, device: str, generator: torch.Generator | None = None,

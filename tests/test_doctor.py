@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench import doctor as D
+from bench import profile as P
 from bench import telemetry as T
+from bench.doctor.performance import _perf_check
 from bench.target import Target
 
 _spec = importlib.util.spec_from_file_location("fake_pynvml", Path(__file__).parent / "fixtures/nvml/fake_pynvml.py")
@@ -40,17 +42,27 @@ def fake_probes(values: dict, passed: bool = True, raises: dict | None = None) -
     return {name: make(name) for name in values}
 
 
+def spec_profiles_only(tmp_path: Path) -> Path:
+    """A profiles dir with the committed spec profiles and no measured one: the verdicts hold the probes against a
+    stated fraction of spec, whatever the measured library holds."""
+    (tmp_path / "specs").symlink_to(P.profiles_dir() / "specs", target_is_directory=True)
+    return tmp_path
+
+
 def diagnose(fixture: str | dict, tmp_path: Path, **kw) -> D.DoctorReport:
     fx = F.load(fixture) if isinstance(fixture, str) else fixture
     nv = F.FakeNVML(fx)
     kw.setdefault("probes", fake_probes(fx["probes"]))
     kw.setdefault("expect", fx.get("expect"))
-    # an empty profiles dir: the verdicts use the built-in spec table, whatever the library holds
+    root = tmp_path / "profiles"
+    if not root.exists():
+        root.mkdir()
+        spec_profiles_only(root)
     return D.diagnose(target_of(fx), open_nvml=lambda: T.NvmlSession(nv), interval_s=0.002,
-                      profiles_dir=tmp_path, **kw)
+                      profiles_dir=root, **kw)
 
 
-def by_check(report: D.DoctorReport) -> dict[str, D.Verdict]:
+def by_check(report: D.DoctorReport) -> dict[str, D.CardCheck]:
     return {v.check: v for v in report.checks}
 
 
@@ -153,6 +165,23 @@ def test_unknown_card(tmp_path):
     assert c["matmul"].status == "SKIP" and r.exit_code == 0
 
 
+def test_identified_card_without_spec_profile_gets_identity_only(tmp_path):
+    """An H800 is in the identity tables but has no spec profile: its identity is checked, and no number is
+    invented for what needs one."""
+    fx = F.load("healthy_h100_sxm")
+    fx["calls"]["nvmlDeviceGetName"] = "NVIDIA H800"
+    fx["calls"]["nvmlDeviceGetPciInfo"] = {"pciDeviceId": "0x232410DE", "busId": "00000000:01:00.0"}
+    fx["target"]["name"] = "NVIDIA H800"
+    r = diagnose(fx, tmp_path)
+    c = by_check(r)
+    assert r.sku == "h800" and D.expected_for("h800").spec is None
+    assert c["identity"].status == "PASS" and "0x2324 is an h800" in c["identity"].reason
+    assert "no spec profile for h800" in c["identity"].reason
+    for name in ("hbm_bandwidth", "matmul"):
+        assert c[name].status == "SKIP" and "no spec profile for h800" in c[name].reason and not c[name].expected
+    assert "rated" not in c["power_limit"].expected and r.exit_code == 0
+
+
 def test_wrong_probe_result_fails_and_a_crashed_probe_warns(tmp_path):
     fx = F.load("healthy_h100_sxm")
     c = by_check(diagnose(fx, tmp_path, probes=fake_probes(fx["probes"], passed=False)))
@@ -168,37 +197,49 @@ def test_wrong_probe_result_fails_and_a_crashed_probe_warns(tmp_path):
 
 
 def test_perf_bands(tmp_path):
-    exp = D.expected_for("h100-sxm", tmp_path)
-    healthy = exp.hbm_healthy_Bps
-    assert healthy == pytest.approx(0.87 * 3.35e12) and "87% of spec" in exp.hbm_source
+    exp = D.expected_for("h100-sxm", spec_profiles_only(tmp_path))
+    healthy = exp.hbm.value
+    assert healthy == pytest.approx(0.87 * 3.35e12) and "87% of spec" in exp.hbm.source
 
     def status(value):
-        return D._perf_check("hbm_bandwidth", "HBM copy", value, "B/s", exp, 3.35e12, healthy, exp.hbm_source,
-                             mig=False).status
+        return _perf_check("hbm_bandwidth", "HBM copy", value, "B/s", exp, 3.35e12, exp.hbm, mig=False).status
     assert [status(f * healthy) for f in (0.84, 0.86, 0.94, 0.96, 1.1)] == ["FAIL", "WARN", "WARN", "PASS", "PASS"]
+
+
+def _profile_file(path: Path, kind: str, device: dict, peaks: dict, **rest) -> None:
+    """A valid profile of ``kind`` ("spec": every number cited in ``sources``) written to ``path``."""
+    sources = {"device": "test sheet", "peaks": "test sheet", "host_link": "test sheet"} if kind == "spec" else {}
+    path.write_text(json.dumps({"schema_version": P.SCHEMA_VERSION, "kind": kind, "name": path.stem,
+                                "device": {"name": "test GPU", "backend": "cuda", **device}, "peaks": peaks,
+                                "sources": sources, **rest}))
+
+
+def _mm_point(n: int, flops: float) -> dict:
+    t = 2 * n ** 3 / flops
+    return {"family": "square", "M": n, "N": n, "K": n, "dtype": "bfloat16", "impl": "torch", "library": "cuBLAS",
+            "flops": flops, "median_s": t, "p10_s": t, "p90_s": t, "bytes": 6 * n * n, "efficiency": 0.8}
 
 
 def test_expected_reads_spec_and_measured_profiles(tmp_path):
     (tmp_path / "specs").mkdir()
     (tmp_path / "measured").mkdir()
-    (tmp_path / "specs" / "h100-sxm.json").write_text(json.dumps({
-        "device": {"compute_units": 132, "memory_bytes": 80e9, "power_W": 700.0, "boost_clock_Hz": 1.98e9},
-        "peaks": {"memory_bandwidth_Bps": 3.35e12, "matmul_flops": {"bfloat16": 9.894e14}},
-        "host_link": {"pcie_generation": 5}}))
-    (tmp_path / "measured" / "h100-sxm.json").write_text(json.dumps({
-        "peaks": {"copy_bandwidth_Bps": 3.0e12, "matmul_flops": {"bfloat16": 7.98e14}},
-        "curves": {"matmul": [{"M": 8192, "N": 8192, "K": 8192, "dtype": "bfloat16", "flops": 7.9e14},
-                              {"M": 4096, "N": 4096, "K": 4096, "dtype": "bfloat16", "flops": 6.5e14}]}}))
+    _profile_file(tmp_path / "specs" / "h100-sxm.json", "spec",
+                  {"compute_units": 132, "memory_bytes": 80_000_000_000, "power_W": 700.0, "boost_clock_Hz": 1.98e9},
+                  {"memory_bandwidth_Bps": 3.35e12, "matmul_flops": {"bfloat16": 9.894e14}},
+                  host_link={"pcie_generation": 5})
+    _profile_file(tmp_path / "measured" / "h100-sxm.json", "measured", {},
+                  {"copy_bandwidth_Bps": 3.0e12, "matmul_flops": {"bfloat16": 7.98e14}},
+                  curves={"matmul": [_mm_point(8192, 7.9e14), _mm_point(4096, 6.5e14)]})
     exp = D.expected_for("h100-sxm", tmp_path)
     assert exp.spec.source.startswith("profiles/specs/h100-sxm.json") and exp.spec.bf16_flops == 9.894e14
-    assert exp.hbm_healthy_Bps == 3.0e12 and "profiles/measured/h100-sxm.json" in exp.hbm_source
-    assert exp.matmul_healthy_flops == 7.9e14  # the probe's own shape, not the best-shape peak
+    assert exp.hbm.value == 3.0e12 and "profiles/measured/h100-sxm.json" in exp.hbm.source
+    assert exp.matmul.value == 7.9e14  # the probe's own shape, not the best-shape peak
     # a card only the spec file knows
-    (tmp_path / "specs" / "h200-nvl.json").write_text(json.dumps({
-        "device": {"compute_units": 132, "memory_bytes": 141e9, "power_W": 600.0},
-        "peaks": {"memory_bandwidth_Bps": 4.8e12, "matmul_flops": {"bfloat16": 8.355e14}}}))
+    _profile_file(tmp_path / "specs" / "h200-nvl.json", "spec",
+                  {"compute_units": 132, "memory_bytes": 141_000_000_000, "power_W": 600.0},
+                  {"memory_bandwidth_Bps": 4.8e12, "matmul_flops": {"bfloat16": 8.355e14}})
     e2 = D.expected_for("h200-nvl", tmp_path)
-    assert e2.spec.tdp_W == 600.0 and e2.matmul_healthy_flops == pytest.approx(0.72 * 8.355e14)
+    assert e2.spec.tdp_W == 600.0 and e2.matmul.value == pytest.approx(0.72 * 8.355e14)
     assert D.expected_for("h200-nvl", tmp_path / "nowhere").spec is None
 
 
@@ -312,9 +353,9 @@ def test_cli_doctor_bad_usage():
 
 
 @pytest.mark.gpu
-def test_doctor_on_the_lent_gpu(gpu_target):
+def test_doctor_on_a_real_gpu(gpu_target):
     """`rooflab doctor --quick --json` on the real card: every probe runs and checks its result, NVML fields the
-    card or VM lacks degrade to SKIP, it finishes well inside a minute, and a healthy lent card does not FAIL
+    card or VM lacks degrade to SKIP, it finishes well inside a minute, and a healthy card does not FAIL
     (a FAIL here is a false alarm to chase, or a card to report). The report renders as the table."""
     import io
 

@@ -18,6 +18,7 @@ from bench import telemetry as T
 from bench.measurement import Measurement
 from bench.registry import RunContext
 from bench.target import Target
+from bench.telemetry import sampler as telemetry_sampler
 
 _spec = importlib.util.spec_from_file_location("fake_pynvml", Path(__file__).parent / "fixtures/nvml/fake_pynvml.py")
 F = importlib.util.module_from_spec(_spec)
@@ -298,7 +299,7 @@ def test_runner_stamps_every_record(cpu_target):
 
 def test_runner_samples_a_gpu_point(monkeypatch):
     T.reset_session(F.FakeNVML("power_capped"))
-    monkeypatch.setattr(T, "DEFAULT_INTERVAL_S", 0.002)
+    monkeypatch.setattr(telemetry_sampler, "DEFAULT_INTERVAL_S", 0.002)
     ctx = RunContext(target=fake_target(), quick=True)
     res = runner.run_one_point(ctx, _FakeBench(0.03), "fake", {"n": 1})
     t = res.records[0].telemetry
@@ -356,7 +357,7 @@ def test_profile_records_telemetry(tmp_path):
 # ---- on a real GPU (ROOFLAB_TEST_DEVICE=cuda) ----------------------------------------------------------------
 @pytest.mark.gpu
 def test_real_nvml_sampling_under_load(gpu_target):
-    """The real pynvml on the lent GPU: nothing raises, fields it lacks are recorded as unsupported, and a short
+    """The real pynvml on a real GPU: nothing raises, fields it lacks are recorded as unsupported, and a short
     matmul load is seen as load (busy samples, clocks) within a second."""
     import torch
 

@@ -167,18 +167,8 @@ class HBMBenchmark(Benchmark):
     @staticmethod
     def _check(op, run, result, ref_chunk, tol, arrs) -> Check:
         if op == "read":
-            src = arrs[0]
             run()
-            got = float(result())
-            ref = l1 = 0.0
-            for lo in range(0, src.numel(), 1 << 24):  # chunked: no float64 copy of a huge array
-                c = src[lo:lo + (1 << 24)].double()
-                ref += c.sum().item()
-                l1 += c.abs().sum().item()
-            err = abs(got - ref) / l1
-            ok = math.isfinite(got) and err <= tol
-            return Check(passed=ok, rel_err=err, tol=tol, reference="float64 sum (error relative to sum |x|)",
-                         detail="" if ok else f"sum {got} vs {ref}: error {err:.3g} x sum|x| > {tol:g}")
+            return checks.compare_sum(float(result()), arrs[0], tol)
         checks.poison(result())
         run()
         return checks.compare_chunked(result(), ref_chunk, tol, reference="float64 " + op)

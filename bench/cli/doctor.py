@@ -1,13 +1,20 @@
-"""`rooflab doctor`: is this GPU healthy, and is it the card that was paid for?
+"""`rooflab doctor`: is this GPU healthy, and is it the card that was paid for? (docs/doctor.md)
 
 Exit status: 0 when no check FAILs (WARNs included), 1 when one does, 2 for bad usage. With no NVIDIA GPU on
 the machine it prints why and exits 0 with status "unavailable" (``--json``: ``"status": "unavailable"``).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from bench.cli.base import CLIError, app, configure_target, console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bench.doctor import DoctorReport
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
 
@@ -21,19 +28,19 @@ def doctor(
 ) -> None:
     """Check this GPU: identity vs spec, power, clocks, throttling, memory errors, PCIe, other tenants, MIG,
     and HBM / matmul / host-device numbers vs a healthy card's. Exit 1 if any check FAILs."""
-    from bench import doctor as D
+    from bench.doctor import KNOWN_SKUS, diagnose
 
     want = None
     if expect is not None:
         want = expect.strip().lower()
-        if want not in D.KNOWN_SKUS:
-            raise CLIError(f"--expect: unknown SKU {expect!r}; choose one of {', '.join(D.KNOWN_SKUS)}")
+        if want not in KNOWN_SKUS:
+            raise CLIError(f"--expect: unknown SKU {expect!r}; choose one of {', '.join(KNOWN_SKUS)}")
     target = configure_target("auto")
     con = console()
     if not json_out and target.is_cuda:
         con.print(f"rooflab doctor on {target.name}: identifying the card, then probing HBM, matmul and "
                   "host↔device copies…")
-    report = D.diagnose(target, quick=quick, expect=want)
+    report = diagnose(target, quick=quick, expect=want)
     if json_out:
         typer.echo(report.model_dump_json(exclude_none=True))
     else:
@@ -42,7 +49,7 @@ def doctor(
         raise typer.Exit(report.exit_code)
 
 
-def render(con, report) -> None:
+def render(con: Console, report: DoctorReport) -> None:
     """The verdicts as a table a person reads."""
     from rich.markup import escape
     from rich.table import Table
@@ -56,12 +63,12 @@ def render(con, report) -> None:
         ident.append(f"PCI device 0x{d['pci_device_id']:04x}")
     if report.sku:
         ident.append(f"profile {report.sku}")
-    for key, fmt in (("sms", "{} SMs"), ("memory_total_bytes", None), ("power_limit_W", "{:.0f} W limit"),
+    for key, fmt in (("sms", "{} SMs"), ("memory_total_bytes", "{:.1f} GiB"), ("power_limit_W", "{:.0f} W limit"),
                      ("vbios", "VBIOS {}"), ("driver", "driver {}")):
         v = d.get(key)
         if v is None:
             continue
-        ident.append(f"{v / 2**30:.1f} GiB" if key == "memory_total_bytes" else fmt.format(v))
+        ident.append(fmt.format(v / 2**30 if key == "memory_total_bytes" else v))
     name = d.get("name") or d.get("torch_name") or ", ".join(d.get("nvml_gpus", [])) or "GPU"
     con.print(f"[bold]{escape(str(name))}[/]" + (f": {escape(', '.join(ident))}" if ident else ""))
     t = Table(show_lines=False)
