@@ -1,24 +1,11 @@
 """LLM shapes as data: dense and MoE transformers with GQA or MLA attention, presets, and loaders.
 
-A :class:`ModelSpec` says what the roofline model (``bench/roofline.py``) needs of a model: the shapes that
-decide the weights a decode step reads, the FLOPs it does and the KV cache it keeps. Presets come from the
-published configs (``models.csv`` in the project's reference notes); any other model loads from our own JSON
+A :class:`ModelSpec` says what the roofline model (``bench.roofline``) needs of a model: the shapes that decide
+the weights a decode step reads, the FLOPs it does and the KV cache it keeps. Presets come from each model's
+published configuration (its Hugging Face ``config.json``); any other model loads from our own JSON
 (``ModelSpec`` fields) or from a Hugging Face ``config.json`` on disk. Loading is JSON only, size-limited, and
-refuses a malformed file with a one-line :class:`ModelError`.
-
-Parameter accounting (weights only; norms, biases and rotary tables are ignored: < 0.1% of any preset):
-
-- attention per layer, GQA: ``hidden·heads·head_dim`` (Q) + ``2·hidden·kv_heads·head_dim`` (K, V)
-  + ``heads·head_dim·hidden`` (O);
-  MLA (DeepSeek-V3 style, ``head_dim`` = the no-rope part of a query/key head):
-  ``hidden·q_lora + q_lora·heads·(head_dim + rope)`` (Q, low rank; ``hidden·heads·(head_dim + rope)`` without
-  q_lora) + ``hidden·(kv_lora + rope)`` (KV down) + ``kv_lora·heads·(head_dim + v_head_dim)`` (KV up)
-  + ``heads·v_head_dim·hidden`` (O);
-- gated MLP (SwiGLU: gate, up, down): ``3·hidden·intermediate``, per dense layer and per expert;
-- router per MoE layer: ``hidden·experts``; embeddings ``vocab·hidden`` in and (unless tied) out.
-
-Weights, bytes and FLOPs all come from this count, so they agree with each other; the published totals are
-kept beside it for display (the tests check the count against them: within 2% for every preset).
+refuses a malformed file with a one-line :class:`ModelError`. The parameter accounting (weights, bytes and FLOPs
+all come from one count) is in docs/model.md, "Model shapes".
 """
 from __future__ import annotations
 
@@ -33,7 +20,7 @@ from .jsonio import read_json
 
 MAX_MODEL_FILE_BYTES = 4 * 1024 * 1024
 
-# Kernels per decode step, per GPU (issue 14: the launch-overhead term). A census of an eager decode step as
+# Kernels per decode step, per GPU (the launch-overhead term of the roofline model). A census of an eager decode step as
 # common serving code launches it, with the usual fusions (one QKV GEMM, fused residual-add + RMSNorm, fused
 # SiLU·mul, one fused top-k): real stacks differ by tens of percent (more unfused elementwise ops, or fewer
 # with torch.compile); the count is what the model multiplies by the per-kernel launch cost.
@@ -295,7 +282,7 @@ class ModelSpec(BaseModel):
         win = min(context, self.sliding_window or context)
         return per_ctx * (full * context + self.sliding_window_layers * win)
 
-    # ----------------------------------------------------------------------------- kernels per step (issue 14)
+    # ------------------------------------------------------------------------------------- kernels per step
     def decode_kernels(self, tp: int = 1, ep: int = 1) -> int:
         """Kernels one GPU launches for one decode step, counted from the structure (see DECODE_KERNELS)."""
         k = DECODE_KERNELS

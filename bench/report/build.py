@@ -80,7 +80,7 @@ def parse_prices(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-# ------------------------------------------------------------------------ spec profiles and the model (issue 6)
+# ------------------------------------------------------------------------------ spec profiles and the model
 
 
 def resolve_spec(p: Profile) -> tuple[Profile | None, str | None, str]:
