@@ -1,4 +1,4 @@
-"""Correctness checks every benchmark runs before it times anything.
+"""Correctness checks every benchmark runs before it times anything (docs/method.md).
 
 Poison the output, run once, compare with a higher-precision reference by ‖out − ref‖ / ‖ref‖, and verify
 every element was written (no poison left). One tolerance table, per dtype.

@@ -1,20 +1,14 @@
 """Run a function on every rank of a ``torch.distributed`` process group and get rank 0's answer back.
 
-Two ways in, one call (:func:`launch`):
-
-* **Spawned here** (one machine): ``launch(fn, world_size, target=...)`` starts ``world_size`` worker
-  processes (``python -m bench.distributed``), one per GPU (NCCL) or, in CPU mode, gloo processes on
-  loopback. The parent holds the rendezvous store on 127.0.0.1, bound to port 0 (the kernel picks a free
-  port, so nothing can race us to it), and watches its children: the first rank to die, or the deadline,
-  kills every rank and raises :class:`DistributedError` with a one-line reason. It never hangs.
-* **Under torchrun** (several GPUs or nodes): every process torchrun starts runs rooflab; ``launch`` sees
-  ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment, joins the group torchrun set up (``env://``,
-  once per process) and runs ``fn`` in place as that rank. Rank 0's result is broadcast so every rank
-  returns the same value; only rank 0 writes files (the CLI sends the other ranks' output to a temp dir).
+:func:`launch` either spawns the ranks here (one machine: ``python -m bench.distributed`` workers, one per
+GPU with NCCL or gloo processes on loopback in CPU mode; the rendezvous store on 127.0.0.1, port 0) and
+watches them, so the first rank to die or the deadline kills every rank and raises
+:class:`DistributedError` with a one-line reason instead of hanging; or, under torchrun (several GPUs or
+nodes), joins the group torchrun set up and runs in place as that rank, rank 0's result broadcast to all.
 
 ``fn(info, *args)`` must be picklable (a module-level function) and gets a :class:`RankInfo`. Every rank
 must issue the same collectives in the same order, or they deadlock until the process-group timeout.
-This module is generic: the all-to-all benchmark uses it, an all-reduce benchmark can too.
+The all-to-all and all-reduce benchmarks use it.
 """
 from __future__ import annotations
 
@@ -227,8 +221,12 @@ def launch(fn: Callable[..., Any], world_size: int | None, *, target: Target, ar
            env: dict[str, str] | None = None) -> Any:
     """Run ``fn(info, *args)`` on ``world_size`` ranks and return rank 0's return value.
 
-    Under torchrun, runs in place as this process's rank (``world_size`` None or equal to WORLD_SIZE).
-    Otherwise spawns the ranks here and waits at most ``timeout_s`` for all of them; any rank failing or
+    Under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment), joins the group torchrun set
+    up (``env://``, once per process) and runs in place as this process's rank (``world_size`` None or equal
+    to WORLD_SIZE); rank 0's result is broadcast so every rank returns the same value, and only rank 0 writes
+    files (the CLI sends the other ranks' output to a temporary directory). Otherwise spawns the ranks here
+    and waits at most ``timeout_s`` for all of them; the parent holds the rendezvous store on 127.0.0.1,
+    bound to port 0 (the kernel picks a free port, so nothing can race us to it), and any rank failing or
     the deadline passing kills them all and raises :class:`DistributedError`. ``init_timeout_s`` bounds
     the rendezvous and each collective inside the ranks (the process-group timeout).
     """

@@ -1,17 +1,12 @@
 """The latency–bandwidth (α–β) fit of a transfer curve: ``time = α + bytes / β``.
 
 Every transfer rooflab measures (host↔device copies, all-reduce) costs a fixed latency α plus a streaming
-term bytes / β. Fitting the two on the measured points lets the roofline model ask "how long does a
-16 KiB all-reduce take" at any size without interpolating by hand (Hockney's model; the α–β form is what
-NCCL's own tuning model and the collective-cost literature use).
+term bytes / β (Hockney's model; the α–β form NCCL's tuning model and the collective-cost literature use).
+Fitted on the measured points, it answers "how long does a 16 KiB all-reduce take" at any size. The fit is
+a least-squares solve on the relative residual, α ≥ 0 and β > 0, stated with its median and largest
+relative residual.
 
-Method: weighted least squares on the *relative* residual (t̂ − t) / t, i.e. each point weighted by 1 / t²,
-so a 4 KiB point that takes 10 µs counts as much as a 1 GiB point that takes 20 ms; an unweighted fit would
-ignore the small messages, where α is all there is. The model is linear in (α, 1/β), so the fit is a 2×2
-solve. α is constrained to ≥ 0 (a negative latency is noise; the fit is redone with α = 0) and β to > 0 (a
-curve whose time does not grow with size has no bandwidth term: that is an error, not a fit).
-
-The fit's quality is stated with it: the median and the largest relative residual over the fitted points.
+How and why: docs/method.md ("Latency–bandwidth fits").
 """
 from __future__ import annotations
 
@@ -77,7 +72,8 @@ def _solve(points: Sequence[tuple[float, float]], fix_alpha_zero: bool) -> tuple
 
 
 def fit_alpha_beta(points: Iterable[tuple[float, float]]) -> AlphaBeta:
-    """Fit ``time = α + bytes / β`` to (bytes, time_s) points; see the module docstring for the method."""
+    """Fit ``time = α + bytes / β`` to (bytes, time_s) points by least squares on the relative residual
+    (t̂ − t) / t; a negative α is pinned at 0 and the fit redone (docs/method.md)."""
     pts = [(float(b), float(t)) for b, t in points]
     if any(not (math.isfinite(b) and math.isfinite(t)) for b, t in pts):
         raise FitError("points must be finite")

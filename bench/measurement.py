@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +97,22 @@ class Measurement(BaseModel):
     def timed(self) -> bool:
         """A hardware number: measured on CUDA or timed on the CPU, never the interpreter."""
         return self.status == "ok" and self.timing is not None and self.mode != "interpreter"
+
+    def int_param(self, name: str) -> int:
+        """The point parameter ``name`` as the int it must be; a clear error if it is missing or not an int."""
+        if name not in self.params:
+            raise KeyError(f"{self.benchmark} record has no parameter {name!r}")
+        value = self.params[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{self.benchmark} record: parameter {name!r} is {value!r}, not an int")
+        return value
+
+
+def timed_records(measurements: Iterable[Measurement]) -> Iterator[tuple[Measurement, TimingRecord]]:
+    """The records with a hardware number (:attr:`Measurement.timed`), each with its timing."""
+    for m in measurements:
+        if m.timed and m.timing is not None:
+            yield m, m.timing
 
 
 def measured(

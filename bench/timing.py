@@ -1,22 +1,13 @@
 """The timing engine: the only place in rooflab that synchronises the device and reads clocks.
 
-``time_fn(fn, target)`` returns a :class:`Timing` (median, min, p10/p90, count), never a bare float.
-Method (see ../shared/design/MEASURING.md, points 3–7):
+``time_fn(fn, target)`` returns a :class:`Timing` (median, min, p10/p90, count), never a bare float: untimed
+warm-up calls, a calibration that sizes the repetitions to ``min_time_s`` of measured work, CUDA events
+around every repetition on the GPU (``perf_counter_ns`` on the CPU), ``before_each`` (an L2 flush, a buffer
+rotation) outside the timed region, ``inner`` back-to-back calls per sample for microsecond kernels, and
+``prime`` to keep the device busy while a short repetition is enqueued. :func:`time_host` times what the
+host pays for a launch or a round trip; :class:`L2Flusher` evicts the device cache between repetitions.
 
-* warm-up calls first (JIT, autotune, cuBLAS handles, clock ramp-up) that are never timed;
-* a calibration pass estimates the per-call time so the number of repetitions reaches ``min_time_s``
-  of measured work (bounded by ``min_reps``/``max_reps``), as triton.testing.do_bench does;
-* on CUDA every repetition is bracketed by its own pair of CUDA events (device time on the device
-  clock); ``before_each`` (an L2 flush or a buffer rotation) runs between repetitions, outside the events;
-* on CPU, ``time.perf_counter_ns`` around each repetition;
-* ``inner`` > 1 times ``inner`` back-to-back calls per sample and divides, for microsecond kernels;
-* ``prime`` (CUDA): a kernel shorter than the host's cost of launching it would be timed as fast as the host
-  launches it (the device idles between the start event and the kernel). Priming enqueues a spin kernel
-  (``torch.cuda._sleep``) before each repetition's start event, long enough (twice the host's measured
-  enqueue time per repetition) that the repetition is fully queued before the device reaches it: the events
-  then bracket device work only. It is used only when calibration shows the repetition is not clearly
-  longer than its host cost, and only where a benchmark asks for it (kernel bandwidth/FLOP/s); launch-overhead
-  and eager-program numbers are timed without it.
+How and why: docs/method.md ("Timing").
 """
 from __future__ import annotations
 
@@ -91,7 +82,7 @@ def summarize(samples_s: list[float], clock: str) -> Timing:
 
 
 def default_min_time_s(target: Target, quick: bool) -> float:
-    """Measured time per point: ≥ 100 ms on GPU, ≥ 0.5 s on CPU (MEASURING.md §5); less in --quick."""
+    """Measured time per point: ≥ 100 ms on GPU, ≥ 0.5 s on CPU (docs/method.md); less in --quick."""
     if target.is_cuda:
         return 0.05 if quick else 0.1
     return 0.1 if quick else 0.5
@@ -267,8 +258,7 @@ def per_call(t: Timing, calls: int) -> Timing:
 
 
 class L2Flusher:
-    """Evicts the device cache between timed calls by streaming a buffer of 2× its size through it
-    (MEASURING.md §6).
+    """Evicts the device cache between timed calls by streaming a buffer of 2× its size through it.
 
     The buffer is *read* (a sum), not written: a write-flush leaves the cache full of dirty lines, and the timed
     kernel then pays for writing them back (up to a whole L2, ~50 MB on an H100: +5% traffic for a 1 GB decode

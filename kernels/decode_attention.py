@@ -1,32 +1,12 @@
 """Decode attention: one new query token per sequence attending to its KV cache (flash-decoding).
 
 A Triton split-KV kernel, a float64 reference with an explicit softmax, and PyTorch's
-``scaled_dot_product_attention`` as the library baseline. Pure functions: no timing, no I/O.
-
-Shapes (B sequences, Hq query heads, Hkv KV heads, D head dim, G = Hq / Hkv query heads per KV head):
-
-* ``q``: [B, Hq, D] fp16/bf16; ``out``: [B, Hq, D] in q's dtype.
-* contiguous cache: ``k_cache``/``v_cache`` [B, max_ctx, Hkv, D];
-* paged cache: ``k_cache``/``v_cache`` [num_pages, page_size, Hkv, D] (a pool of pages) and
-  ``block_table`` [B, max_pages] int32: token t of sequence b lives in page ``block_table[b, t // page_size]``
-  at row ``t % page_size``;
-* ``seq_lens``: [B] int32 on the cache's device, one length per sequence (a ragged batch).
-  A sequence of length 0 gets an all-zero output.
-
-KV may be fp16/bf16 (q's dtype) or fp8 (e4m3fn / e5m2) with per-tensor scales ``k_scale``/``v_scale``.
-
-Kernel design. Stage 1 runs one program per (split, kv head, sequence): it loads a tile of K/V for ONE kv
-head and serves all G query heads of that group together, so each K/V byte is read once. The q tile is
-[G padded to >= 16, D] so both products use ``tl.dot`` (tensor cores; for MHA the padding wastes MMA work,
-but decode is bound by memory, not by MMA). The softmax is online in fp32 (base 2); each program writes its
-normalised partial output and log-sum-exp in fp32. Stage 2 merges the splits of each (sequence, q head)
-with their LSEs. With one split, stage 1 writes the output directly and stage 2 is skipped. Splits are
-chosen so small batches still fill the GPU (see :func:`plan_splits`).
-
-Bytes the operation must move (the accounting the benchmark states once, see :func:`bytes_moved`):
-K and V read once (2 · Σ_b L_b · Hkv · D · kv_bytes), q read and out written once (2 · B · Hq · D · q_bytes),
-and for a paged cache the block-table entries used (4 · Σ_b ⌈L_b / page_size⌉). FLOPs: QKᵀ and PV,
-2 · 2 · Σ_b L_b · Hq · D (= 4 · batch · q_heads · ctx · head_dim for equal lengths).
+``scaled_dot_product_attention`` as the library baseline. Stage 1 runs one program per (split, kv head,
+sequence) that reads each K/V tile once for all the query heads of its group (``tl.dot``, online softmax in
+fp32) and writes a partial output and log-sum-exp; stage 2 merges the splits (skipped with one split).
+Contiguous or paged caches, ragged batches, fp16/bf16 KV or fp8 with per-tensor scales: the shapes are in
+:func:`decode_attention`'s docstring, the design in docs/method.md ("decode"). Pure functions: no timing,
+no I/O; the bytes and FLOPs of a step are counted by the benchmark (bench/benchmarks/decode.py).
 """
 from __future__ import annotations
 
@@ -318,6 +298,17 @@ def decode_attention(
 ) -> torch.Tensor:
     """softmax(q·Kᵀ·scale)·V per sequence over its first ``seq_lens[b]`` cached tokens → [B, Hq, D].
 
+    Shapes (B sequences, Hq query heads, Hkv KV heads, D head dim, Hq a multiple of Hkv):
+
+    * ``q``: [B, Hq, D] fp16/bf16; the output: [B, Hq, D] in q's dtype;
+    * contiguous cache: ``k_cache``/``v_cache`` [B, max_ctx, Hkv, D];
+    * paged cache: ``k_cache``/``v_cache`` [num_pages, page_size, Hkv, D] (a pool of pages) and
+      ``block_table`` [B, max_pages] int32: token t of sequence b lives in page ``block_table[b, t // page_size]``
+      at row ``t % page_size``;
+    * ``seq_lens``: [B] int32 on the cache's device, one length per sequence (a ragged batch); a sequence of
+      length 0 gets an all-zero output.
+
+    KV may be q's dtype or fp8 (e4m3fn / e5m2) with per-tensor scales ``k_scale``/``v_scale``.
     ``block_table`` given: paged cache; else contiguous. ``max_seq_len`` (an upper bound of
     ``seq_lens``, known on the host, like FlashAttention's ``max_seqlen_k``) sizes the splits without a
     device sync; it defaults to the cache's capacity. ``out`` and ``workspace`` may be preallocated
@@ -475,21 +466,3 @@ def sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float 
     else:
         o = torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=scale, enable_gqa=enable_gqa)
     return o.squeeze(2)
-
-
-# ---- accounting -----------------------------------------------------------------------------------------
-
-def bytes_moved(seq_lens: list[int], q_heads: int, kv_heads: int, head_dim: int, kv_bytes: int,
-                q_bytes: int, page_size: int | None = None) -> int:
-    """Fewest bytes a decode step must move: K and V read once, q read, out written, and (paged)
-    the block-table entries the sequences use (int32). The split-KV partials are the kernel's own
-    overhead and are not counted."""
-    kv = 2 * sum(seq_lens) * kv_heads * head_dim * kv_bytes
-    qo = 2 * len(seq_lens) * q_heads * head_dim * q_bytes
-    bt = 4 * sum(-(-L // page_size) for L in seq_lens) if page_size else 0
-    return kv + qo + bt
-
-
-def flop_count(seq_lens: list[int], q_heads: int, head_dim: int) -> int:
-    """QKᵀ and PV: 2 FLOPs per multiply-add, two products: 4 · Σ L · q_heads · head_dim."""
-    return 4 * sum(seq_lens) * q_heads * head_dim

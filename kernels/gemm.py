@@ -1,19 +1,15 @@
 """Dense matmul C = A @ B: a tiled Triton kernel, the PyTorch library paths, and an fp8 path.
 
-* ``triton_matmul``: a tiled kernel with grouped tile order and fp32 accumulation, in two variants:
-  on Hopper and newer (sm_90+) the operand tiles are fetched by the Tensor Memory Accelerator through host-side
-  tensor descriptors (``_matmul_tma_kernel``: TMA + wgmma, out-of-bounds tiles zero-filled by the hardware, so
-  no load masks), which is what lets a Triton GEMM approach cuBLAS there; elsewhere, or when a shape breaks
-  TMA's 16-byte stride rule, plain pointer loads (``_matmul_kernel``: cp.async + wgmma on Hopper, mma.sync on
-  Ampere). Given CUDA tensors it autotunes over a few block shapes / warps / stages per variant; CPU tensors
-  only run under the Triton interpreter, with one fixed small configuration.
+* ``triton_matmul``: tiled, grouped tile order, fp32 accumulation. On sm_90+ the operand tiles come through
+  TMA descriptors (``_matmul_tma_kernel``: TMA + wgmma, edge tiles zero-filled by the hardware); elsewhere, or
+  when a shape breaks TMA's 16-byte stride rule, plain pointer loads (``_matmul_kernel``). Autotuned on CUDA
+  tensors; CPU tensors (the Triton interpreter) use one fixed small configuration.
 * ``triton_matmul_fp8``: the TMA kernel on fp8 e4m3 operands with per-tensor scales (sm_90+), bf16 out.
-* ``torch_matmul``: ``torch.matmul`` (cuBLAS on a GPU, the CPU BLAS on the CPU).
-* ``scaled_mm_fp8``: fp8 (e4m3) through ``torch._scaled_mm`` (cuBLASLt) with per-tensor scales.
+* ``torch_matmul``: ``torch.matmul`` (cuBLAS / the CPU BLAS); ``scaled_mm_fp8``: fp8 e4m3 through
+  ``torch._scaled_mm`` (cuBLASLt) with per-tensor scales.
 
-Layout: A is (M, K) row-major; B is (K, N) column-major, i.e. the transpose of an nn.Linear weight W (N, K),
-which is how LLM inference multiplies activations by weights (and what ``_scaled_mm`` requires of B).
-
+Layout: A (M, K) row-major, B (K, N) column-major (the transpose of an nn.Linear weight W (N, K), as LLM
+inference multiplies activations by weights). Design notes: docs/method.md ("The Triton GEMM kernel").
 Pure functions: no timing, no I/O, no imports from ``bench``.
 """
 from __future__ import annotations

@@ -3,19 +3,13 @@
 Each op has a Triton kernel with its launcher and a PyTorch equivalent. Pure functions: no timing, no I/O.
 Launchers autotune over block size / warps when given CUDA tensors; on CPU tensors (which only the Triton
 interpreter can run) they use one fixed small configuration, since autotuning there would time nothing real.
-
-Bytes each op must move through memory (the accounting the benchmark states once): with N = bytes of one
-array, copy 2N (read + write), read N, write N, triad 3N (two reads, one write).
+The bytes each op moves are counted by the benchmark (bench/benchmarks/hbm.py), not here.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-
-OPS = ("copy", "read", "write", "triad")
-# arrays each op touches: (read, written) — bytes moved = (reads + writes) × bytes per array
-ARRAYS = {"copy": (1, 1), "read": (1, 0), "write": (0, 1), "triad": (2, 1)}
 
 # Block sizes and warps that stream well on Hopper/Ampere: large blocks give each thread several 16-byte
 # vector accesses in flight, which HBM3 needs to hide its latency.
@@ -26,11 +20,6 @@ _CONFIGS = [
 _INTERP_BLOCK = 256
 # programs of the persistent reduction: enough to fill every SM several times on the largest GPU
 _MAX_READ_PROGRAMS = 2048
-
-
-def bytes_moved(op: str, n_elements: int, element_size: int) -> int:
-    reads, writes = ARRAYS[op]
-    return (reads + writes) * n_elements * element_size
 
 
 @triton.jit

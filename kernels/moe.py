@@ -7,12 +7,10 @@ Data flow of one expert-parallel MoE layer (per rank):
             ──(all-to-all dispatch, expert GEMMs, all-to-all combine)──► y [T·k, H], same order
             ──unpermute──► out[t] = Σ_j w[t, j] · y[pos[t, j]]   (gather + weighted sum, no atomics)
 
-Each step has a Triton kernel with its launcher and a PyTorch equivalent, and a float64 reference. Pure
-functions: no timing, no I/O. Launchers autotune on CUDA tensors; CPU tensors (which only the Triton
-interpreter runs) get one fixed small configuration.
-
-The expert is a gated MLP (SwiGLU, as in Mixtral and DeepSeek-V3): ``w13[e]`` [H, 2I] holds the gate and
-up projections side by side, ``w2[e]`` [I, H] the down projection: MLP(x) = (silu(x·Wg) ⊙ x·Wu)·W2.
+Each step has a Triton kernel (autotuned on CUDA tensors, one fixed small configuration under the
+interpreter), a PyTorch equivalent and a float64 reference. The expert is a gated MLP (SwiGLU, as in
+Mixtral and DeepSeek-V3): ``w13[e]`` [H, 2I] holds the gate and up projections side by side, ``w2[e]``
+[I, H] the down projection: MLP(x) = (silu(x·Wg) ⊙ x·Wu)·W2. Pure functions: no timing, no I/O.
 """
 from __future__ import annotations
 

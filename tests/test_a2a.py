@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import collectives
-from bench import distributed as D
+from bench import collectives, distributed
 from bench import profile as prof
-from bench.benchmarks import a2a as A
+from bench.benchmarks import a2a
 from bench.measurement import measured
 from bench.registry import RunContext
 from bench.timing import summarize
@@ -29,66 +28,66 @@ def _ctx(target, ranks=2, **opts):
 
 def test_uneven_traffic_counts_the_busiest_rank():
     # rank 1 receives 30 rows though everybody sends 10: it is the bottleneck, 3x the mean
-    nbytes, imb = A.moe_traffic_bytes([10, 10, 10], [5, 30, 0], hidden=4, esize=2)
+    nbytes, imb = a2a.moe_traffic_bytes([10, 10, 10], [5, 30, 0], hidden=4, esize=2)
     assert nbytes == 30 * 4 * 2 and imb == pytest.approx(3.0)
-    nbytes, imb = A.moe_traffic_bytes([8, 8], [8, 8], hidden=1, esize=4)
+    nbytes, imb = a2a.moe_traffic_bytes([8, 8], [8, 8], hidden=1, esize=4)
     assert nbytes == 32 and imb == pytest.approx(1.0)
 
 
 def test_local_accounting():
     T, k, H, es = 10, 8, 7168, 2
-    assert A.local_bytes("permute", T, k, H, es) == (T + T * k) * H * es + T * k * 8
-    assert A.local_bytes("unpermute", T, k, H, es) == (T * k + T) * H * es + T * k * 12
-    assert A.local_bytes("grouped_mlp", T, k, H, es, intermediate=2048, active_experts=5) == \
+    assert a2a.local_bytes("permute", T, k, H, es) == (T + T * k) * H * es + T * k * 8
+    assert a2a.local_bytes("unpermute", T, k, H, es) == (T * k + T) * H * es + T * k * 12
+    assert a2a.local_bytes("grouped_mlp", T, k, H, es, intermediate=2048, active_experts=5) == \
         (2 * T * k * H + 5 * 3 * H * 2048) * es
-    assert A.local_flops("grouped_mlp", 80, H, 2048) == 6 * 80 * H * 2048
-    assert A.local_flops("permute", 80, H, 2048) is None
+    assert a2a.local_flops("grouped_mlp", 80, H, 2048) == 6 * 80 * H * 2048
+    assert a2a.local_flops("permute", 80, H, 2048) is None
 
 
 def test_message_sizes_and_expert_owners():
-    g = A.message_sizes(True, True)
+    g = a2a.message_sizes(True, True)
     assert g[0] == 1024 and g[-1] == 2**30 and g == sorted(set(g))
-    c = A.message_sizes(False, True)
+    c = a2a.message_sizes(False, True)
     assert c[0] == 1024 and c[-1] <= 4 * 2**20 and len(c) <= 8
-    assert A.message_sizes(False, False)[-1] == 64 * 2**20
+    assert a2a.message_sizes(False, False)[-1] == 64 * 2**20
     for E, n in ((8, 3), (256, 8), (8, 16), (5, 2)):
-        owners = [A.expert_owner(e, E, n) for e in range(E)]
+        owners = [a2a.expert_owner(e, E, n) for e in range(E)]
         assert owners == sorted(owners) and set(owners) <= set(range(n))  # contiguous blocks
         sizes = [owners.count(r) for r in set(owners)]
         assert max(sizes) - min(sizes) <= 1  # balanced
 
 
 def test_sweep_has_local_points_then_one_collective_per_world_size(cpu_target):
-    pts = A.BENCHMARK.sweep(RunContext(target=cpu_target, quick=True))
+    pts = a2a.BENCHMARK.sweep(RunContext(target=cpu_target, quick=True))
     assert pts[-1] == {"part": "collective", "world_size": 2}  # CPU default: 2 gloo ranks
-    assert {p["op"] for p in pts if p["part"] == "local"} == set(A.LOCAL_OPS)
-    assert A.BENCHMARK.sweep(_ctx(cpu_target, ranks=4))[-1]["world_size"] == 4
+    assert {p["op"] for p in pts if p["part"] == "local"} == set(a2a.LOCAL_OPS)
+    assert a2a.BENCHMARK.sweep(_ctx(cpu_target, ranks=4))[-1]["world_size"] == 4
 
 
 # -- local part ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op", A.LOCAL_OPS)
+@pytest.mark.parametrize("op", a2a.LOCAL_OPS)
 def test_local_point_checks_triton_in_interpreter_and_times_torch(cpu_target, op):
     model = "cpu-small" if op == "grouped_mlp" else "mixtral-8x7b"
-    recs = A.BENCHMARK.run_point(_ctx(cpu_target), {"part": "local", "op": op, "model": model, "tokens": 16})
+    recs = a2a.BENCHMARK.run_point(_ctx(cpu_target), {"part": "local", "op": op, "model": model, "tokens": 16})
     by = {m.impl: m for m in recs}
     assert set(by) == {"triton", "torch"}
     assert by["triton"].mode == "interpreter" and by["triton"].timing is None and by["triton"].check.passed
     t = by["torch"]
     assert t.status == "ok" and t.mode == "cpu" and t.check.passed and t.timing.median_s > 0
-    shape = A.MODELS[model]
+    shape = a2a.MODELS[model]
     if op == "grouped_mlp":
         assert t.flop_count == 6 * 16 * shape.top_k * shape.hidden * shape.intermediate and t.flops > 0
     else:
-        assert t.bytes == A.local_bytes(op, 16, shape.top_k, shape.hidden, 4) and t.flops is None
+        assert t.bytes == a2a.local_bytes(op, 16, shape.top_k, shape.hidden, 4) and t.flops is None
 
 
 def test_a_wrong_local_kernel_yields_a_failure_not_a_number(cpu_target, monkeypatch):
-    from kernels import moe as K
+    from kernels import moe as kern
 
-    monkeypatch.setattr(K, "torch_permute", lambda x, src, out=None: out.copy_(x[src.flip(0)]))
-    recs = A.BENCHMARK.run_point(_ctx(cpu_target), {"part": "local", "op": "permute", "model": "mixtral-8x7b",
-                                                    "tokens": 16})
+    monkeypatch.setattr(kern, "torch_permute", lambda x, src, out=None: out.copy_(x[src.flip(0)]))
+    recs = a2a.BENCHMARK.run_point(_ctx(cpu_target), {"part": "local", "op": "permute", "model": "mixtral-8x7b",
+                                                      "tokens": 16})
     bad = next(m for m in recs if m.impl == "torch")
     assert bad.status == "failed" and bad.timing is None and bad.bandwidth_Bps is None
 
@@ -97,13 +96,13 @@ def test_a_wrong_local_kernel_yields_a_failure_not_a_number(cpu_target, monkeypa
 
 def test_two_gloo_ranks_check_then_time_equal_and_moe_traffic(cpu_target):
     ctx = _ctx(cpu_target, a2a_sizes=[1024, 40_000], a2a_moe=SMALL_MOE)
-    recs = A.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 2})
+    recs = a2a.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 2})
     assert [(m.kernel, m.params["traffic"]) for m in recs] == [
         ("all_to_all", "equal"), ("all_to_all", "equal"), ("dispatch", "moe-skewed"), ("combine", "moe-skewed"),
         ("dispatch", "moe-uniform"), ("combine", "moe-uniform")]
     for m in recs:
         assert m.status == "ok" and m.check.passed and m.mode == "cpu" and m.impl == "gloo", m.reason
-        assert "slowest rank" in m.timing.clock and m.timing.n >= A.MIN_REPS
+        assert "slowest rank" in m.timing.clock and m.timing.n >= a2a.MIN_REPS
         assert m.extra["algbw_Bps"] == pytest.approx(m.bytes / m.timing.median_s)
         assert m.extra["busbw_Bps"] == pytest.approx(m.extra["algbw_Bps"] / 2)  # (n-1)/n with n = 2
     eq = [m for m in recs if m.kernel == "all_to_all"]
@@ -117,9 +116,9 @@ def test_two_gloo_ranks_check_then_time_equal_and_moe_traffic(cpu_target):
 def test_four_gloo_ranks_verify_equal_and_uneven_exchanges_and_the_round_trip(cpu_target):
     ctx = _ctx(cpu_target, ranks=4, a2a_sizes=[4096 + 48], a2a_moe=[("mixtral-8x7b", 5, "skewed"),
                                                                     ("deepseek-v3", 3, "uniform")])
-    plan = A.BENCHMARK.collective_plan(ctx, 4)
-    dumps = D.launch(A.collective_rank, 4, target=cpu_target, args=(plan,), timeout_s=180)
-    recs = [A.Measurement.model_validate(d) for d in dumps]
+    plan = a2a.BENCHMARK.collective_plan(ctx, 4)
+    dumps = distributed.launch(a2a.collective_rank, 4, target=cpu_target, args=(plan,), timeout_s=180)
+    recs = [a2a.Measurement.model_validate(d) for d in dumps]
     assert len(recs) == 5
     for m in recs:
         assert m.status == "ok" and m.check.passed and m.params["world_size"] == 4, m.reason
@@ -141,13 +140,13 @@ def corrupting_rank(info, plan):
         return r
 
     dist.all_to_all_single = wrong
-    return A.collective_rank(info, plan)
+    return a2a.collective_rank(info, plan)
 
 
 def test_wrong_data_yields_failures_not_numbers(cpu_target):
-    plan = A.BENCHMARK.collective_plan(_ctx(cpu_target, a2a_sizes=[4096], a2a_moe=SMALL_MOE[:1]), 2)
-    recs = [A.Measurement.model_validate(d) for d in D.launch(corrupting_rank, 2, target=cpu_target,
-                                                              args=(plan,), timeout_s=120)]
+    plan = a2a.BENCHMARK.collective_plan(_ctx(cpu_target, a2a_sizes=[4096], a2a_moe=SMALL_MOE[:1]), 2)
+    recs = [a2a.Measurement.model_validate(d) for d in distributed.launch(corrupting_rank, 2, target=cpu_target,
+                                                                          args=(plan,), timeout_s=120)]
     assert [m.kernel for m in recs] == ["all_to_all", "dispatch", "combine"]
     for m in recs:
         assert m.status == "failed" and m.timing is None and m.bandwidth_Bps is None
@@ -157,29 +156,29 @@ def test_wrong_data_yields_failures_not_numbers(cpu_target):
 def test_a_dead_rank_fails_the_point_in_bounded_time(cpu_target):
     ctx = _ctx(cpu_target, a2a_fail_rank=1, a2a_timeout_s=60)
     t0 = time.monotonic()
-    (m,) = A.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 2})
+    (m,) = a2a.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 2})
     assert time.monotonic() - t0 < 30
     assert m.status == "failed" and "gloo all-to-all with 2 ranks" in m.reason and "rank 1 of 2" in m.reason
 
 
 def test_world_size_one_runs_no_collective_and_says_so(cpu_target):
     ctx = _ctx(cpu_target, ranks=1)
-    assert A.BENCHMARK.sweep(ctx)[-1] == {"part": "collective", "world_size": 1}
-    recs = A.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 1})
+    assert a2a.BENCHMARK.sweep(ctx)[-1] == {"part": "collective", "world_size": 1}
+    recs = a2a.BENCHMARK.run_point(ctx, {"part": "collective", "world_size": 1})
     assert {m.kernel for m in recs} == {"all_to_all", "dispatch", "combine"}
-    assert all(m.status == "skipped" and m.reason == A.WORLD_SIZE_1 for m in recs)
-    s = A.BENCHMARK.summarize(recs, {})
-    assert s["interconnect"]["notes"] == [A.WORLD_SIZE_1] and "curves" not in s
+    assert all(m.status == "skipped" and m.reason == a2a.WORLD_SIZE_1 for m in recs)
+    s = a2a.BENCHMARK.summarize(recs, {})
+    assert s["interconnect"]["notes"] == [a2a.WORLD_SIZE_1] and "curves" not in s
 
 
 @pytest.mark.gpu
 def test_one_nccl_rank_runs_the_whole_collective_code_on_a_gpu(gpu_target):
     """As far as one GPU allows: NCCL init, device pinning, CUDA-event timing, bf16 MoE checks, with n = 1."""
-    plan = A.BENCHMARK.collective_plan(_ctx(gpu_target, ranks=1, a2a_sizes=[1 << 20],
-                                            a2a_moe=[("deepseek-v3", 128, "skewed")]), 1)
+    plan = a2a.BENCHMARK.collective_plan(_ctx(gpu_target, ranks=1, a2a_sizes=[1 << 20],
+                                              a2a_moe=[("deepseek-v3", 128, "skewed")]), 1)
     assert plan["dtype"] == "bfloat16"
-    recs = [A.Measurement.model_validate(d) for d in D.launch(A.collective_rank, 1, target=gpu_target,
-                                                              args=(plan,), timeout_s=240)]
+    recs = [a2a.Measurement.model_validate(d) for d in distributed.launch(a2a.collective_rank, 1, target=gpu_target,
+                                                                          args=(plan,), timeout_s=240)]
     assert [m.kernel for m in recs] == ["all_to_all", "dispatch", "combine"]
     for m in recs:
         assert m.status == "ok" and m.mode == "cuda" and m.impl == "nccl" and m.check.passed, m.reason
@@ -194,14 +193,14 @@ def test_one_gpu_measures_the_local_part_and_skips_the_collective(gpu_target):
     import torch
 
     ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
-    pts = A.BENCHMARK.sweep(ctx)
+    pts = a2a.BENCHMARK.sweep(ctx)
     if torch.cuda.device_count() == 1:
         assert pts[-1] == {"part": "collective", "world_size": 1}
-        recs = A.BENCHMARK.run_point(ctx, pts[-1])
-        assert all(m.status == "skipped" and m.reason == A.WORLD_SIZE_1 for m in recs)
-    for op in A.LOCAL_OPS:
+        recs = a2a.BENCHMARK.run_point(ctx, pts[-1])
+        assert all(m.status == "skipped" and m.reason == a2a.WORLD_SIZE_1 for m in recs)
+    for op in a2a.LOCAL_OPS:
         model = "cpu-small" if op == "grouped_mlp" else "mixtral-8x7b"
-        recs = A.BENCHMARK.run_point(ctx, {"part": "local", "op": op, "model": model, "tokens": 96})
+        recs = a2a.BENCHMARK.run_point(ctx, {"part": "local", "op": op, "model": model, "tokens": 96})
         assert [m.impl for m in recs] == ["triton", "torch"]
         for m in recs:
             assert m.status == "ok" and m.mode == "cuda" and m.check.passed, (op, m.impl, m.reason)
@@ -280,7 +279,7 @@ def test_cli_quick_cpu_run_writes_the_interconnect_section(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     p = prof.load(out / "profile.json")
     assert p.interconnect is not None and p.interconnect.world_sizes == [2] and p.interconnect.backend == "gloo"
-    assert len(p.curves.all_to_all) == len(A.message_sizes(False, True))
+    assert len(p.curves.all_to_all) == len(a2a.message_sizes(False, True))
     assert {m.traffic for m in p.interconnect.moe} == {"uniform", "skewed"}
     assert p.local is not None and p.local.permute_bandwidth_Bps and p.local.grouped_mlp_flops
     assert p.run.points_failed == 0

@@ -2,7 +2,7 @@ import pytest
 
 from bench import distributed, timing
 from bench import profile as prof
-from bench.benchmarks import allreduce as B
+from bench.benchmarks import allreduce
 from bench.measurement import measured
 from bench.registry import RunContext
 
@@ -10,25 +10,25 @@ SIZES = [8, 4100, 65_540]  # two floats, an odd-ish size, a bit over 64 KiB
 
 
 def test_message_sweeps():
-    gq, gf = B.message_sizes(True, True), B.message_sizes(True, False)
+    gq, gf = allreduce.message_sizes(True, True), allreduce.message_sizes(True, False)
     assert gq[0] == gf[0] == 8 and gq[-1] == 256 * 2**20 and gf[-1] == 2**30
-    cq = B.message_sizes(False, True)
+    cq = allreduce.message_sizes(False, True)
     assert cq[0] == 8 and cq[-1] <= 1 << 20 and cq == sorted(set(cq))
 
 
 def test_world_size_one_is_skipped_with_the_reason(cpu_target):
     ctx = RunContext(target=cpu_target, quick=True, options={"ranks": 1})
-    assert B.BENCHMARK.sweep(ctx) == [{"world_size": 1}]
-    (m,) = B.BENCHMARK.run_point(ctx, {"world_size": 1})
-    assert m.status == "skipped" and m.reason == B.ONE_RANK and m.timing is None
-    s = B.BENCHMARK.summarize([m], {})
-    assert s == {"interconnect": {"notes": [B.ONE_RANK]}}
+    assert allreduce.BENCHMARK.sweep(ctx) == [{"world_size": 1}]
+    (m,) = allreduce.BENCHMARK.run_point(ctx, {"world_size": 1})
+    assert m.status == "skipped" and m.reason == allreduce.ONE_RANK and m.timing is None
+    s = allreduce.BENCHMARK.summarize([m], {})
+    assert s == {"interconnect": {"notes": [allreduce.ONE_RANK]}}
 
 
 def test_gloo_two_ranks_checked_then_timed(cpu_target):
     ctx = RunContext(target=cpu_target, quick=True, min_time_s=0.002, options={"ranks": 2})
-    recs = B.BENCHMARK.run_point(ctx, {"world_size": 2})
-    assert [m.params["size_bytes"] for m in recs] == B.message_sizes(False, True)
+    recs = allreduce.BENCHMARK.run_point(ctx, {"world_size": 2})
+    assert [m.params["size_bytes"] for m in recs] == allreduce.message_sizes(False, True)
     for m in recs:
         assert m.status == "ok" and m.check.passed and m.mode == "cpu" and m.impl == "gloo", m.reason
         assert m.timing.median_s > 0 and m.bandwidth_Bps == pytest.approx(m.params["size_bytes"] / m.timing.median_s)
@@ -37,7 +37,7 @@ def test_gloo_two_ranks_checked_then_timed(cpu_target):
 
 
 def test_gloo_four_ranks_sum_exactly(cpu_target):
-    rows = distributed.launch(B.rank_sweep, 4, target=cpu_target, args=(SIZES, 11, 0.001), timeout_s=120)
+    rows = distributed.launch(allreduce.rank_sweep, 4, target=cpu_target, args=(SIZES, 11, 0.001), timeout_s=120)
     assert [r["size_bytes"] for r in rows] == [8, 4100, 65_540]
     for r in rows:
         assert r["bad"] == 0 and r["timing"]["n"] >= 5 and len(r["rank_medians_s"]) == 4
@@ -50,7 +50,7 @@ def sweep_with_a_wrong_rank(info, sizes, seed, min_time_s):
     if info.rank == 1:
         real = checks.generator
         checks.generator = lambda dev, s: real(dev, s + 1)
-    return B.rank_sweep(info, sizes, seed, min_time_s)
+    return allreduce.rank_sweep(info, sizes, seed, min_time_s)
 
 
 def test_a_wrong_contribution_fails_the_check_on_every_rank(cpu_target):
@@ -67,8 +67,8 @@ def _rec(n, size, t):
 
 def test_summary_fits_alpha_beta_per_world_size():
     law = {2: (12e-6, 150e9), 8: (25e-6, 180e9)}
-    recs = [_rec(n, s, a + s / b) for n, (a, b) in law.items() for s in B.message_sizes(True, True)]
-    ic = prof.Interconnect.model_validate(B.BENCHMARK.summarize(recs, {})["interconnect"])
+    recs = [_rec(n, s, a + s / b) for n, (a, b) in law.items() for s in allreduce.message_sizes(True, True)]
+    ic = prof.Interconnect.model_validate(allreduce.BENCHMARK.summarize(recs, {})["interconnect"])
     ar = ic.all_reduce
     for n, (a, b) in law.items():
         f = ar.fit(n)
@@ -89,10 +89,10 @@ def test_one_gpu_skips_and_one_nccl_rank_runs_the_rank_code(gpu_target):
 
     ctx = RunContext(target=gpu_target, quick=True)
     if torch.cuda.device_count() == 1:
-        assert B.BENCHMARK.sweep(ctx) == [{"world_size": 1}]
-        (m,) = B.BENCHMARK.run_point(ctx, {"world_size": 1})
-        assert m.status == "skipped" and m.reason == B.ONE_RANK and m.impl == "nccl" and m.mode == "cuda"
-    rows = distributed.launch(B.rank_sweep, 1, target=gpu_target, args=([8, 1 << 20], 7, 0.005), timeout_s=240)
+        assert allreduce.BENCHMARK.sweep(ctx) == [{"world_size": 1}]
+        (m,) = allreduce.BENCHMARK.run_point(ctx, {"world_size": 1})
+        assert m.status == "skipped" and m.reason == allreduce.ONE_RANK and m.impl == "nccl" and m.mode == "cuda"
+    rows = distributed.launch(allreduce.rank_sweep, 1, target=gpu_target, args=([8, 1 << 20], 7, 0.005), timeout_s=240)
     assert [r["size_bytes"] for r in rows] == [8, 1 << 20]
     for r in rows:
         assert r["bad"] == 0 and r["timing"]["clock"] == "cuda_events" and r["timing"]["n"] >= 5

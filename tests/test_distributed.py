@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import distributed as D
+from bench import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,36 +60,36 @@ def one_rank_hangs(info):
 
 def test_torchrun_env_detection():
     env = {"RANK": "3", "WORLD_SIZE": "16", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8"}
-    tr = D.torchrun_env(env)
+    tr = distributed.torchrun_env(env)
     assert (tr.rank, tr.world_size, tr.local_rank, tr.local_world_size, tr.nodes) == (3, 16, 3, 8, 2)
-    assert D.torchrun_env({}) is None
-    assert D.torchrun_env({"RANK": "0", "WORLD_SIZE": "2"}) is None  # LOCAL_RANK missing: not torchrun
-    assert D.torchrun_env({**env, "RANK": "16"}) is None  # out of range
-    assert D.torchrun_env({**env, "ROOFLAB_DIST_WORKER": "1"}) is None  # our own spawned ranks
+    assert distributed.torchrun_env({}) is None
+    assert distributed.torchrun_env({"RANK": "0", "WORLD_SIZE": "2"}) is None  # LOCAL_RANK missing: not torchrun
+    assert distributed.torchrun_env({**env, "RANK": "16"}) is None  # out of range
+    assert distributed.torchrun_env({**env, "ROOFLAB_DIST_WORKER": "1"}) is None  # our own spawned ranks
 
 
 def test_free_port_is_bindable():
     import socket
 
-    port = D.free_port()
+    port = distributed.free_port()
     assert 0 < port < 65536
     with socket.socket() as s:
-        s.bind((D.LOOPBACK, port))
+        s.bind((distributed.LOOPBACK, port))
 
 
 def test_backend_and_rank_checks(cpu_target):
-    assert D.backend_for(cpu_target) == "gloo"
-    assert D.check_ranks(cpu_target, None) is None
-    assert D.check_ranks(cpu_target, 4) is None  # more gloo ranks than cores is fine
-    assert "--ranks" in D.check_ranks(cpu_target, 0)
-    assert "--ranks" in D.check_ranks(cpu_target, D.MAX_RANKS + 1)
+    assert distributed.backend_for(cpu_target) == "gloo"
+    assert distributed.check_ranks(cpu_target, None) is None
+    assert distributed.check_ranks(cpu_target, 4) is None  # more gloo ranks than cores is fine
+    assert "--ranks" in distributed.check_ranks(cpu_target, 0)
+    assert "--ranks" in distributed.check_ranks(cpu_target, distributed.MAX_RANKS + 1)
 
 
 def test_launch_refuses_what_cannot_run(cpu_target):
-    with pytest.raises(D.DistributedError, match="world size"):
-        D.launch(sum_of_ranks, 0, target=cpu_target, args=(0,))
-    with pytest.raises(D.DistributedError, match="module-level"):
-        D.launch(lambda info: 1, 2, target=cpu_target)
+    with pytest.raises(distributed.DistributedError, match="world size"):
+        distributed.launch(sum_of_ranks, 0, target=cpu_target, args=(0,))
+    with pytest.raises(distributed.DistributedError, match="module-level"):
+        distributed.launch(lambda info: 1, 2, target=cpu_target)
 
 
 def test_spawned_ranks_talk_over_loopback(cpu_target, tmp_path, monkeypatch):
@@ -102,50 +102,50 @@ def test_spawned_ranks_talk_over_loopback(cpu_target, tmp_path, monkeypatch):
         def __init__(self, args, env, **kw):
             seen.append(env)
 
-    monkeypatch.setattr(D.subprocess, "Popen", _Proc)
+    monkeypatch.setattr(distributed.subprocess, "Popen", _Proc)
     monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
     monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
     gpu = dataclasses.replace(cpu_target, backend="cuda", torch_device="cuda:0")
-    D._spawn(tmp_path, 2, gpu, 1234, 5.0, None)
-    D._spawn(tmp_path, 1, cpu_target, 1234, 5.0, None)
+    distributed._spawn(tmp_path, 2, gpu, 1234, 5.0, None)
+    distributed._spawn(tmp_path, 1, cpu_target, 1234, 5.0, None)
     if os.path.exists("/sys/class/net/lo"):
         assert [e.get("NCCL_SOCKET_IFNAME") for e in seen] == ["lo", "lo", None]
         assert seen[2]["GLOO_SOCKET_IFNAME"] == "lo" and "GLOO_SOCKET_IFNAME" not in seen[0]
     assert [e["RANK"] for e in seen] == ["0", "1", "0"] and seen[0]["ROOFLAB_DIST_DEVICE"] == "cuda"
     seen.clear()
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
-    D._spawn(tmp_path, 1, gpu, 1234, 5.0, None)
+    distributed._spawn(tmp_path, 1, gpu, 1234, 5.0, None)
     assert seen[0]["NCCL_SOCKET_IFNAME"] == "ib0"
 
 
 # -- spawned gloo ranks -------------------------------------------------------------------------------------
 
 def test_two_gloo_ranks_return_rank_zeros_value(cpu_target):
-    out = D.launch(sum_of_ranks, 2, target=cpu_target, args=(10,), timeout_s=120)
+    out = distributed.launch(sum_of_ranks, 2, target=cpu_target, args=(10,), timeout_s=120)
     assert out == {"rank": 0, "world": 2, "backend": "gloo", "device": "cpu", "launcher": "spawn",
                    "sum": 21, "info_type": "bench.distributed", "interpreted": "1"}
 
 
 def test_a_dead_rank_ends_the_launch_quickly_with_its_name(cpu_target):
     t0 = time.monotonic()
-    with pytest.raises(D.DistributedError) as e:
-        D.launch(one_rank_dies, 2, target=cpu_target, timeout_s=120, init_timeout_s=60)
+    with pytest.raises(distributed.DistributedError) as e:
+        distributed.launch(one_rank_dies, 2, target=cpu_target, timeout_s=120, init_timeout_s=60)
     assert time.monotonic() - t0 < 30
     msg = str(e.value)
     assert "rank 1 of 2" in msg and "code 9" in msg and "\n" not in msg
 
 
 def test_a_raising_rank_reports_its_error_in_one_line(cpu_target):
-    with pytest.raises(D.DistributedError) as e:
-        D.launch(one_rank_raises, 2, target=cpu_target, timeout_s=120)
+    with pytest.raises(distributed.DistributedError) as e:
+        distributed.launch(one_rank_raises, 2, target=cpu_target, timeout_s=120)
     msg = str(e.value)
     assert "rank 1 of 2" in msg and "ValueError: rank one refuses" in msg and "\n" not in msg
 
 
 def test_a_hung_rank_is_killed_at_the_deadline(cpu_target):
     t0 = time.monotonic()
-    with pytest.raises(D.DistributedError, match="timed out after 6 s") as e:
-        D.launch(one_rank_hangs, 2, target=cpu_target, timeout_s=6, init_timeout_s=120)
+    with pytest.raises(distributed.DistributedError, match="timed out after 6 s") as e:
+        distributed.launch(one_rank_hangs, 2, target=cpu_target, timeout_s=6, init_timeout_s=120)
     assert time.monotonic() - t0 < 25
     assert "had not finished" in str(e.value)
 
@@ -155,21 +155,21 @@ def test_a_hung_rank_is_killed_at_the_deadline(cpu_target):
 TORCHRUN_SCRIPT = textwrap.dedent("""
     import sys
     sys.path[:0] = [{tests!r}, {root!r}]
-    from bench import target, distributed as D
-    import test_distributed as T
+    from bench import target, distributed
+    import test_distributed
 
     tgt = target.configure("cpu")
-    first = D.launch(T.sum_of_ranks, None, target=tgt, args=(100,))
-    again = D.launch(T.sum_of_ranks, 2, target=tgt, args=(1,))  # the same group, reused
+    first = distributed.launch(test_distributed.sum_of_ranks, None, target=tgt, args=(100,))
+    again = distributed.launch(test_distributed.sum_of_ranks, 2, target=tgt, args=(1,))  # the same group, reused
     # a later process group on the same torchrun store (as a second benchmark's worker would make) gets
     # a fresh namespace: it must not read the first group's keys
     import torch.distributed as dist
     dist.destroy_process_group()
-    D._GROUP.clear()
-    third = D.launch(T.sum_of_ranks, None, target=tgt, args=(5,))
+    distributed._GROUP.clear()
+    third = distributed.launch(test_distributed.sum_of_ranks, None, target=tgt, args=(5,))
     try:
-        D.launch(T.sum_of_ranks, 3, target=tgt, args=(0,))
-    except D.DistributedError as e:
+        distributed.launch(test_distributed.sum_of_ranks, 3, target=tgt, args=(0,))
+    except distributed.DistributedError as e:
         wrong = str(e)
     # one file per rank: two processes printing to one pipe can interleave their lines
     import os

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from bench import checks
-from bench.benchmarks import hbm as B
+from bench.benchmarks import hbm
 from bench.registry import RunContext
-from kernels import hbm as K
+from kernels import hbm as kern
 
 SIZES = [1, 255, 257, 1000, 10_007]
 DTYPES = [torch.float32, torch.bfloat16]
@@ -20,7 +20,7 @@ def _rand(n, dt, seed=0):
 def test_triton_copy(n, dt):
     src = _rand(n, dt)
     dst = checks.poison(torch.empty_like(src))
-    K.triton_copy(src, dst)
+    kern.triton_copy(src, dst)
     assert torch.equal(dst, src)
 
 
@@ -28,7 +28,7 @@ def test_triton_copy(n, dt):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_triton_write(n, dt):
     dst = checks.poison(torch.empty(n, dtype=dt))
-    K.triton_write(dst, 1.375)
+    kern.triton_write(dst, 1.375)
     assert torch.all(dst == 1.375)
 
 
@@ -37,8 +37,8 @@ def test_triton_write(n, dt):
 def test_triton_triad(n, dt):
     b, c = _rand(n, dt, 1), _rand(n, dt, 2)
     a = checks.poison(torch.empty_like(b))
-    K.triton_triad(a, b, c, 0.7)
-    chk = checks.compare(a, K.reference("triad", b, c, 0.7), checks.tolerance(dt), "f64")
+    kern.triton_triad(a, b, c, 0.7)
+    chk = checks.compare(a, kern.reference("triad", b, c, 0.7), checks.tolerance(dt), "f64")
     assert chk.passed, chk.detail
 
 
@@ -46,32 +46,32 @@ def test_triton_triad(n, dt):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_triton_read(n, dt):
     src = _rand(n, dt, 3)
-    got = K.triton_read(src).item()
-    ref = K.reference("read", src).item()
+    got = kern.triton_read(src).item()
+    ref = kern.reference("read", src).item()
     assert abs(got - ref) <= 1e-5 * src.double().abs().sum().item()
 
 
 def test_kernels_refuse_mismatched_arrays():
     with pytest.raises(ValueError):
-        K.triton_copy(torch.zeros(4), torch.zeros(5))
+        kern.triton_copy(torch.zeros(4), torch.zeros(5))
     with pytest.raises(ValueError):
-        K.triton_copy(torch.zeros(4), torch.zeros(4, dtype=torch.float64))
+        kern.triton_copy(torch.zeros(4), torch.zeros(4, dtype=torch.float64))
     with pytest.raises(ValueError):
-        K.triton_read(torch.zeros(4, 4).t())
+        kern.triton_read(torch.zeros(4, 4).t())
 
 
 def test_bytes_accounting():
     n, e = 1000, 4
-    assert K.bytes_moved("copy", n, e) == 2 * n * e
-    assert K.bytes_moved("read", n, e) == n * e
-    assert K.bytes_moved("write", n, e) == n * e
-    assert K.bytes_moved("triad", n, e) == 3 * n * e
+    assert hbm.bytes_moved("copy", n, e) == 2 * n * e
+    assert hbm.bytes_moved("read", n, e) == n * e
+    assert hbm.bytes_moved("write", n, e) == n * e
+    assert hbm.bytes_moved("triad", n, e) == 3 * n * e
 
 
 def test_sweep_reaches_eight_times_cache(cpu_target):
     for cache, cuda in ((1 << 20, False), (50 * 2**20, True), (272629760, False)):
         for quick in (True, False):
-            sizes = B._ws_sizes(cache, cuda, quick)
+            sizes = hbm._ws_sizes(cache, cuda, quick)
             assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
             assert sizes[-1] >= 8 * cache
             assert sizes[0] < cache  # starts inside the cache: the curve shows the cliff
@@ -81,10 +81,10 @@ def test_sweep_reaches_eight_times_cache(cpu_target):
 
 def test_run_point_checks_then_times(small_cpu_target):
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
-    pts = B.BENCHMARK.sweep(ctx)
+    pts = hbm.BENCHMARK.sweep(ctx)
     assert pts and all(p["dtype"] == "float32" for p in pts)
-    ms = B.BENCHMARK.run_point(ctx, pts[-1])
-    assert {(m.kernel, m.impl) for m in ms} == {(op, i) for op in K.OPS for i in ("triton", "torch")}
+    ms = hbm.BENCHMARK.run_point(ctx, pts[-1])
+    assert {(m.kernel, m.impl) for m in ms} == {(op, i) for op in hbm.OPS for i in ("triton", "torch")}
     for m in ms:
         assert m.status == "ok", m.reason
         assert m.check is not None and m.check.passed
@@ -92,21 +92,21 @@ def test_run_point_checks_then_times(small_cpu_target):
             assert m.mode == "interpreter" and m.timing is None and m.bandwidth_Bps is None
         else:
             assert m.mode == "cpu" and m.bandwidth_Bps > 0
-            assert m.bytes == K.bytes_moved(m.kernel, m.params["array_bytes"] // 4, 4)
+            assert m.bytes == hbm.bytes_moved(m.kernel, m.params["array_bytes"] // 4, 4)
 
 
 def test_broken_kernel_yields_failure_not_number(small_cpu_target, monkeypatch):
-    monkeypatch.setattr(K, "torch_copy", lambda src, dst: dst.copy_(src * 1.001))
+    monkeypatch.setattr(kern, "torch_copy", lambda src, dst: dst.copy_(src * 1.001))
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
-    ms = B.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
+    ms = hbm.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
     bad = next(m for m in ms if m.kernel == "copy" and m.impl == "torch")
     assert bad.status == "failed" and bad.bandwidth_Bps is None and bad.timing is None
 
 
 def test_unwritten_output_is_caught(small_cpu_target, monkeypatch):
-    monkeypatch.setattr(K, "torch_write", lambda dst, v: dst[: dst.numel() - 1].fill_(v))
+    monkeypatch.setattr(kern, "torch_write", lambda dst, v: dst[: dst.numel() - 1].fill_(v))
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
-    ms = B.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
+    ms = hbm.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
     bad = next(m for m in ms if m.kernel == "write" and m.impl == "torch")
     assert bad.status == "failed" and "not finite" in bad.reason
 
@@ -126,7 +126,7 @@ def test_summarize_peak_only_beyond_cache():
     ms = [_rec("read", "torch", 100, 9e12),  # in cache: fast but must not count
           _rec("read", "torch", 8000, 3e12), _rec("copy", "triton", 8000, 2.9e12, mode="cuda"),
           _rec("copy", "torch", 8000, 2.8e12), _rec("copy", "triton", 8000, 0, mode="interpreter")]
-    s = B.BENCHMARK.summarize(ms, {"cache_bytes": cache})
+    s = hbm.BENCHMARK.summarize(ms, {"cache_bytes": cache})
     assert s["peaks"]["memory_bandwidth_Bps"] == pytest.approx(3e12, rel=1e-6)
     assert s["peaks"]["copy_bandwidth_Bps"] == pytest.approx(2.9e12, rel=1e-6)
     assert "read" in s["peaks"]["memory_bandwidth_source"]
@@ -147,8 +147,8 @@ def test_timing_is_primed_for_every_kernel(small_cpu_target, monkeypatch):
 
     monkeypatch.setattr(registry, "time_fn", spy)
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
-    ms = B.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
-    assert len(seen) == len(K.OPS) and all(seen)  # the torch kernels (Triton is interpreted here, untimed)
+    ms = hbm.BENCHMARK.run_point(ctx, {"dtype": "float32", "working_set_bytes": 1 << 20})
+    assert len(seen) == len(hbm.OPS) and all(seen)  # the torch kernels (Triton is interpreted here, untimed)
     assert all(m.timing.clock == "perf_counter" for m in ms if m.timing is not None)
 
 
@@ -164,18 +164,18 @@ def test_every_config_on_gpu(gpu_target, dt):
 
     dev = gpu_target.torch_device
     src, c = _rand(GPU_N, dt, 4).to(dev), _rand(GPU_N, dt, 5).to(dev)
-    ref_triad = K.reference("triad", src, c, 0.7)
-    for cfg in K._CONFIGS:
+    ref_triad = kern.reference("triad", src, c, 0.7)
+    for cfg in kern._CONFIGS:
         meta = dict(BLOCK=cfg.kwargs["BLOCK"], num_warps=cfg.num_warps)
         grid = (triton.cdiv(GPU_N, meta["BLOCK"]),)
         dst = checks.poison(torch.empty_like(src))
-        K._copy_kernel[grid](src, dst, GPU_N, **meta)
+        kern._copy_kernel[grid](src, dst, GPU_N, **meta)
         assert torch.equal(dst, src), cfg
         checks.poison(dst)
-        K._fill_kernel[grid](dst, 1.375, GPU_N, **meta)
+        kern._fill_kernel[grid](dst, 1.375, GPU_N, **meta)
         assert bool((dst == 1.375).all()), cfg
         checks.poison(dst)
-        K._triad_kernel[grid](dst, src, c, 0.7, GPU_N, **meta)
+        kern._triad_kernel[grid](dst, src, c, 0.7, GPU_N, **meta)
         chk = checks.compare(dst, ref_triad, checks.tolerance(dt), "f64")
         assert chk.passed, (cfg, chk.detail)
 
@@ -187,24 +187,24 @@ def test_launchers_on_gpu(gpu_target, dt):
     dev = gpu_target.torch_device
     src, c = _rand(GPU_N, dt, 6).to(dev), _rand(GPU_N, dt, 7).to(dev)
     dst = checks.poison(torch.empty_like(src))
-    assert torch.equal(K.triton_copy(src, dst), src)
-    assert bool((K.triton_write(checks.poison(dst), -2.5) == -2.5).all())
-    chk = checks.compare(K.triton_triad(checks.poison(dst), src, c, 0.3), K.reference("triad", src, c, 0.3),
+    assert torch.equal(kern.triton_copy(src, dst), src)
+    assert bool((kern.triton_write(checks.poison(dst), -2.5) == -2.5).all())
+    chk = checks.compare(kern.triton_triad(checks.poison(dst), src, c, 0.3), kern.reference("triad", src, c, 0.3),
                          checks.tolerance(dt), "f64")
     assert chk.passed, chk.detail
-    progs, _ = K.read_programs(GPU_N, True)
+    progs, _ = kern.read_programs(GPU_N, True)
     partial = torch.empty(progs, dtype=torch.float32, device=dev)
-    got = K.triton_read(src, partial).item()
+    got = kern.triton_read(src, partial).item()
     ref = src.double().sum().item()
-    assert abs(got - ref) <= B.READ_TOL * src.double().abs().sum().item()
+    assert abs(got - ref) <= hbm.READ_TOL * src.double().abs().sum().item()
 
 
 @pytest.mark.gpu
 def test_run_point_on_gpu(gpu_target):
     """One real point through the benchmark: both impls of every op checked, then timed (primed)."""
     ctx = RunContext(target=gpu_target, quick=True, min_time_s=0.01)
-    ms = B.BENCHMARK.run_point(ctx, {"dtype": "bfloat16", "working_set_bytes": 8 << 20})
-    assert len(ms) == 2 * len(K.OPS)
+    ms = hbm.BENCHMARK.run_point(ctx, {"dtype": "bfloat16", "working_set_bytes": 8 << 20})
+    assert len(ms) == 2 * len(hbm.OPS)
     for m in ms:
         assert m.status == "ok", (m.kernel, m.impl, m.reason)
         assert m.mode == "cuda" and m.bandwidth_Bps > 0

@@ -1,43 +1,16 @@
 """MoE all-to-all: expert-parallel dispatch/combine over torch.distributed, and the single-GPU work around it.
 
-Two parts, one benchmark.
+**Collective** (``part=collective``, one point per world size, all ranks started by bench.distributed or
+torchrun): ``all_to_all_single`` with equal splits over a message-size sweep, then MoE dispatch and combine
+at DeepSeek-V3-like and Mixtral-like shapes with a uniform and a skewed router. Every exchange is checked
+first (encoded values; regenerated rows; a round trip against a float64 MoE layer). algbw and busbw as
+nccl-tests defines them (bench.collectives); uneven traffic counts the busiest rank's bytes
+(:func:`moe_traffic_bytes`); the slowest rank's timing is reported.
 
-**Collective** (point ``part=collective``, one per world size): ``world_size`` ranks — NCCL, one process per
-GPU, or gloo processes on loopback in CPU mode — started by :mod:`bench.distributed` (or by torchrun across
-nodes). In one launch every rank runs
+**Local** (``part=local``, one GPU): kernels/moe.py's permute, weighted un-permute and grouped expert MLPs,
+Triton and PyTorch, at the same shapes; accounting in :func:`local_bytes` and :func:`local_flops`.
 
-* ``all_to_all``: ``all_to_all_single`` with equal splits over a message-size sweep (GPU 1 KiB … 1 GiB per
-  rank, CPU 1 KiB … 4 MiB). Each rank sends int32 values encoding (source, destination, index, a fresh random
-  salt); every receiver checks content and order of every chunk before anything is timed;
-* ``dispatch`` / ``combine``: MoE-shaped traffic. Each rank has ``tokens`` × ``hidden`` activations routed
-  top-k over ``experts`` (owned in contiguous blocks: expert e lives on rank e·n // E) by a router whose
-  logits are random normal (``uniform``) or biased towards a random subset of hot experts (``skewed``).
-  Dispatch sends each (token, slot) row to its expert's rank (uneven splits); combine sends the expert
-  outputs back. Checked first: every receiver regenerates its senders' tokens and routing and verifies the
-  dispatched rows exactly, then a dispatch → expert MLPs → combine → weighted un-permute round trip must
-  reproduce a single-process float64 MoE layer (kernels.moe.reference_moe) within the dtype's tolerance.
-
-Accounting (bench.collectives, nccl-tests' definitions): algbw = bytes a rank sends (its chunk to itself
-included) / time; busbw = algbw × (n − 1)/n, the fraction that actually crosses the links. For uneven (MoE) traffic
-the bytes are the busiest rank's max(sent, received) and the time is the slowest rank's. Timing: all ranks
-run the same fixed number of repetitions (agreed after a calibration), a barrier before each; on GPU CUDA
-events on each rank; the slowest rank's statistics are reported. Nothing is flushed: a message crosses
-links, and on GPU the sweep's large messages dwarf L2.
-
-**Local** (point ``part=local``, in this process, one GPU): kernels/moe.py's Triton kernels and PyTorch
-equivalents at DeepSeek-V3-like (hidden 7168, 256 experts, top-8, intermediate 2048; 32 experts per GPU as
-in EP8) and Mixtral-like (4096, 8 experts, top-2, 14336; all 8 experts on the GPU) shapes:
-
-| op            | what                                   | bytes (fewest)                                 | FLOPs   |
-|---------------|----------------------------------------|------------------------------------------------|---------|
-| `permute`     | gather token rows into expert order    | (T + T·k)·H·size + T·k·8 (int64 index)         | —       |
-| `unpermute`   | out[t] = Σ_j w[t,j]·y[pos[t,j]]        | (T·k + T)·H·size + T·k·(8 + 4) (index, fp32 w) | —       |
-| `grouped_mlp` | SwiGLU expert MLPs over R = T·k rows   | (2·R·H + active experts·3·H·I)·size            | 6·R·H·I |
-
-The L2 is flushed before every GPU repetition, and repetitions are primed (bench.timing: the device is kept
-busy while a short kernel is enqueued, so the events time the kernel, not the launch). CPU mode: PyTorch
-timed on the CPU at smaller shapes, the Triton kernels checked in the interpreter on tiny odd shapes, never
-timed.
+How and why: docs/method.md ("a2a").
 """
 from __future__ import annotations
 
@@ -45,12 +18,13 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from bench import checks, collectives, dtypes
 from bench.fit import geometric_sizes
-from bench.measurement import Check, Measurement, measured, not_measured
+from bench.measurement import Check, Measurement, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -87,7 +61,11 @@ MODELS: dict[str, MoEShape] = {
 
 
 def moe_traffic_bytes(sent_rows: list[int], recv_rows: list[int], hidden: int, esize: int) -> tuple[int, float]:
-    """(busiest rank's max(sent, received) bytes, that / the mean rank's bytes sent) for uneven traffic."""
+    """(busiest rank's max(sent, received) bytes, that / the mean rank's bytes sent) for uneven traffic.
+
+    A collective ends when its busiest rank does, and a rank's link carries what it sends and what it
+    receives at once, so the bytes that bound the time are the largest max(sent, received) over the ranks
+    (rows × hidden × bytes per element); the ratio to the mean is the router's imbalance."""
     per_rank = [max(s, r) * hidden * esize for s, r in zip(sent_rows, recv_rows)]
     busiest = max(per_rank)
     mean_sent = sum(sent_rows) * hidden * esize / len(sent_rows)
@@ -96,6 +74,12 @@ def moe_traffic_bytes(sent_rows: list[int], recv_rows: list[int], hidden: int, e
 
 def local_bytes(op: str, tokens: int, top_k: int, hidden: int, esize: int, intermediate: int = 0,
                 active_experts: int = 0) -> int:
+    """The fewest bytes a local op must move, with R = tokens · top_k routed rows of ``hidden`` elements:
+
+    * permute: read the T token rows, write the R rows in expert order, read R int64 source indices;
+    * unpermute: read the R expert-output rows, write T rows, read R int64 positions and R fp32 weights;
+    * grouped_mlp: read the R input rows and write R output rows, and read every active expert's weights
+      once (gate and up, [H, 2I], and down, [I, H]: 3·H·I elements)."""
     rows = tokens * top_k
     if op == "permute":
         return (tokens + rows) * hidden * esize + rows * 8
@@ -107,6 +91,8 @@ def local_bytes(op: str, tokens: int, top_k: int, hidden: int, esize: int, inter
 
 
 def local_flops(op: str, rows: int, hidden: int, intermediate: int) -> int | None:
+    """grouped_mlp: three matmuls per row (gate and up, H → I each, and down, I → H), 2·H·I FLOPs each, so
+    6·rows·H·I; permute and unpermute move data and count no FLOPs."""
     return 6 * rows * hidden * intermediate if op == "grouped_mlp" else None
 
 
@@ -203,11 +189,11 @@ class A2ABenchmark(Benchmark):
                 "dtype": "bfloat16" if cuda else "float32", "fail_rank": ctx.options.get("a2a_fail_rank")}
 
     def _run_collective(self, ctx: RunContext, point: dict) -> list[Measurement]:
-        from bench import distributed as D
+        from bench import distributed
 
         t = ctx.target
         n = int(point["world_size"])
-        backend = D.backend_for(t)
+        backend = distributed.backend_for(t)
         if n < 2:
             return [not_measured(benchmark=self.name, kernel=k, impl=backend, params={**point, "traffic": tr},
                                  reason=WORLD_SIZE_1, mode=ctx.torch_mode, device=t.name)
@@ -219,9 +205,9 @@ class A2ABenchmark(Benchmark):
         if t.is_cuda:
             torch.cuda.empty_cache()  # rank 0 shares GPU 0 with this process
         try:
-            dumps = D.launch(collective_rank, n, target=t, args=(plan,), timeout_s=timeout_s,
-                             init_timeout_s=init_timeout_s)
-        except D.DistributedError as e:
+            dumps = distributed.launch(collective_rank, n, target=t, args=(plan,), timeout_s=timeout_s,
+                                       init_timeout_s=init_timeout_s)
+        except distributed.DistributedError as e:
             return [not_measured(benchmark=self.name, kernel="all_to_all", impl=backend, params=point,
                                  status="failed", reason=f"{backend} all-to-all with {n} ranks: {e}",
                                  mode=ctx.torch_mode, device=t.name)]
@@ -230,7 +216,7 @@ class A2ABenchmark(Benchmark):
     # -- local part ---------------------------------------------------------------------------------------
     def _run_local(self, ctx: RunContext, point: dict) -> list[Measurement]:
         from bench.timing import L2Flusher
-        from kernels import moe as K
+        from kernels import moe as kern
 
         t = ctx.target
         op, model, T = point["op"], point["model"], int(point["tokens"])
@@ -238,7 +224,7 @@ class A2ABenchmark(Benchmark):
         dtype = torch.bfloat16 if t.is_cuda else torch.float32
         esize = torch.empty((), dtype=dtype).element_size()
         gen = checks.generator(t.torch_device, ctx.seed_for(point))
-        case = _local_case(K, op, shape, T, dtype, t.torch_device, gen)
+        case = _local_case(kern, op, shape, T, dtype, t.torch_device, gen)
         nbytes = local_bytes(op, T, shape.top_k, shape.hidden, esize, shape.intermediate, case["active"])
         rows = T * shape.top_k
         flop = local_flops(op, rows, shape.hidden, shape.intermediate)
@@ -247,60 +233,66 @@ class A2ABenchmark(Benchmark):
                   "experts": experts, "intermediate": shape.intermediate if op == "grouped_mlp" else None,
                   "rows": rows}
         cache = "flush L2 before each repetition" if t.is_cuda else "CPU: no flush"
-        common = dict(benchmark=self.name, kernel=op, params=params, device=t.name)
         flusher = L2Flusher(t) if t.is_cuda else None
         out: list[Measurement] = []
         for impl in ("triton", "torch"):
             if impl == "triton" and t.triton_interpreted:  # correctness only, on a tiny odd shape
-                chk = _check_local(_local_case(K, op, _tiny(shape), 7, torch.float32, "cpu", gen), "triton")
-                out.append(measured(impl=impl, mode="interpreter", timing=None, bytes=nbytes, flop_count=flop,
-                                    check=chk, cache=None, **common))
+                chk = _check_local(_local_case(kern, op, _tiny(shape), 7, torch.float32, "cpu", gen), "triton")
+                out.append(measured(benchmark=self.name, kernel=op, impl=impl, params=params, mode="interpreter",
+                                    device=t.name, timing=None, bytes=nbytes, flop_count=flop, check=chk,
+                                    cache=None))
                 continue
             chk = _check_local(case, impl)
             # primed: a 128-token permute is over before the host has enqueued it (see bench.timing)
             timing = ctx.time(case["fns"][impl], before_each=flusher, prime=True) if chk.passed else None
             mode = t.triton_mode if impl == "triton" else ctx.torch_mode
-            out.append(measured(impl=impl, mode=mode, timing=timing, bytes=nbytes, flop_count=flop, check=chk,
-                                cache=cache, **common))
+            out.append(measured(benchmark=self.name, kernel=op, impl=impl, params=params, mode=mode,
+                                device=t.name, timing=timing, bytes=nbytes, flop_count=flop, check=chk,
+                                cache=cache))
         return out
 
     # -- profile ---------------------------------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
-        curve, moe, local, notes = [], [], [], []
-        worlds, backends, launchers, nodes = set(), set(), set(), set()
+        curve: list[dict[str, Any]] = []
+        moe: list[dict[str, Any]] = []
+        local: list[dict[str, Any]] = []
+        notes: list[str] = []
+        worlds: set[int] = set()
+        backends: set[str] = set()
+        launchers: set[str] = set()
+        nodes: set[int] = set()
         for m in measurements:
+            if m.status == "skipped" and m.reason and m.reason not in notes:
+                notes.append(m.reason)
+        for m, timing in timed_records(measurements):
             p, x = m.params, m.extra
-            if m.status == "skipped" and m.reason:
-                if m.reason not in notes:
-                    notes.append(m.reason)
-                continue
-            if not m.timed:
-                continue
             if p.get("part") == "collective":
-                w = int(p["world_size"])
+                w = m.int_param("world_size")
                 worlds.add(w)
                 backends.add(m.impl)
-                launchers.add(x.get("launcher"))
+                if x.get("launcher") is not None:
+                    launchers.add(x["launcher"])
                 nodes.add(int(x.get("nodes") or 1))
                 base = dict(world_size=w, backend=m.impl, nodes=int(x.get("nodes") or 1),
-                            algbw_Bps=x["algbw_Bps"], busbw_Bps=x["busbw_Bps"], median_s=m.timing.median_s,
-                            p10_s=m.timing.p10_s, p90_s=m.timing.p90_s)
+                            algbw_Bps=x["algbw_Bps"], busbw_Bps=x["busbw_Bps"], median_s=timing.median_s,
+                            p10_s=timing.p10_s, p90_s=timing.p90_s)
                 if m.kernel == "all_to_all":
-                    curve.append({**base, "message_bytes": int(p["message_bytes"])})
-                else:
+                    curve.append({**base, "message_bytes": m.int_param("message_bytes")})
+                elif m.bytes is not None:  # dispatch / combine: their bytes are the busiest rank's
                     moe.append({**base, "phase": m.kernel, "traffic": str(p["traffic"]).removeprefix("moe-"),
                                 "model": p["model"],
-                                "tokens": int(p["tokens"]), "hidden": int(x["hidden"]), "top_k": int(x["top_k"]),
-                                "experts": int(x["experts"]), "dtype": x["dtype"], "bytes": int(m.bytes),
-                                "imbalance": max(1.0, float(x["imbalance"]))})
-            elif p.get("part") == "local" and m.bandwidth_Bps:
+                                "tokens": m.int_param("tokens"), "hidden": int(x["hidden"]),
+                                "top_k": int(x["top_k"]), "experts": int(x["experts"]), "dtype": x["dtype"],
+                                "bytes": m.bytes, "imbalance": max(1.0, float(x["imbalance"]))})
+            elif p.get("part") == "local" and m.bandwidth_Bps and m.bytes is not None:
                 copy = (device.get("peaks") or {}).get("copy_bandwidth_Bps")
                 local.append({"op": m.kernel, "impl": m.impl, "model": p["model"], "dtype": p["dtype"],
-                              "tokens": int(p["tokens"]), "hidden": int(p["hidden"]), "top_k": int(p["top_k"]),
-                              "experts": int(p["experts"]), "intermediate": p.get("intermediate"),
-                              "rows": int(p["rows"]), "bytes": int(m.bytes), "bandwidth_Bps": m.bandwidth_Bps,
-                              "flops": m.flops, "median_s": m.timing.median_s, "p10_s": m.timing.p10_s,
-                              "p90_s": m.timing.p90_s,
+                              "tokens": m.int_param("tokens"), "hidden": m.int_param("hidden"),
+                              "top_k": m.int_param("top_k"), "experts": m.int_param("experts"),
+                              "intermediate": p.get("intermediate"), "rows": m.int_param("rows"),
+                              "bytes": m.bytes, "bandwidth_Bps": m.bandwidth_Bps,
+                              "flops": m.flops, "median_s": timing.median_s, "p10_s": timing.p10_s,
+                              "p90_s": timing.p90_s,
                               "fraction_of_copy_bandwidth": m.bandwidth_Bps / copy if copy else None})
         for m in measurements:
             if m.status == "failed" and m.params.get("part") == "collective" and m.kernel == "all_to_all" \
@@ -318,7 +310,6 @@ class A2ABenchmark(Benchmark):
                            key=lambda r: r["busbw_Bps"])
                 peaks.append({"world_size": w, "backend": b, "busbw_Bps": best["busbw_Bps"],
                               "algbw_Bps": best["algbw_Bps"], "message_bytes": best["message_bytes"]})
-            launchers.discard(None)
             out["interconnect"] = {
                 "backend": "/".join(sorted(backends)) or None,
                 "launcher": "/".join(sorted(launchers)) or None,
@@ -350,26 +341,26 @@ def _tiny(shape: MoEShape) -> MoEShape:
     return MoEShape(hidden=37, intermediate=19, experts=5, top_k=min(shape.top_k, 3), local_experts=3)
 
 
-def _local_case(K, op: str, shape: MoEShape, T: int, dtype, device: str, gen) -> dict:
+def _local_case(kern, op: str, shape: MoEShape, T: int, dtype, device: str, gen) -> dict:
     """Fresh random inputs for one local op, the output buffer, the callables and the float64 reference."""
     H, k = shape.hidden, shape.top_k
     case: dict = {"active": 0, "tol": checks.tolerance(dtype)}
     if op in ("permute", "unpermute"):
         logits = torch.randn((T, shape.experts), device=device, generator=gen)
-        ids, w = K.route(logits, k)
-        src, pos, _ = K.sort_by_expert(ids, shape.experts)
+        ids, w = kern.route(logits, k)
+        src, pos, _ = kern.sort_by_expert(ids, shape.experts)
         if op == "permute":
             x = checks.random_tensor((T, H), dtype, device, gen)
             o = torch.empty((T * k, H), dtype=dtype, device=device)
-            case.update(out=o, ref=lambda: K.reference_permute(x, src), tol=0.0,
-                        fns={"triton": lambda: K.triton_permute(x, src, o),
-                             "torch": lambda: K.torch_permute(x, src, o)})
+            case.update(out=o, ref=lambda: kern.reference_permute(x, src), tol=0.0,
+                        fns={"triton": lambda: kern.triton_permute(x, src, o),
+                             "torch": lambda: kern.torch_permute(x, src, o)})
         else:
             y = checks.random_tensor((T * k, H), dtype, device, gen)
             o = torch.empty((T, H), dtype=dtype, device=device)
-            case.update(out=o, ref=lambda: K.reference_unpermute(y, pos, w),
-                        fns={"triton": lambda: K.triton_unpermute(y, pos, w, o),
-                             "torch": lambda: K.torch_unpermute(y, pos, w, o)})
+            case.update(out=o, ref=lambda: kern.reference_unpermute(y, pos, w),
+                        fns={"triton": lambda: kern.triton_unpermute(y, pos, w, o),
+                             "torch": lambda: kern.torch_unpermute(y, pos, w, o)})
         return case
     E, inter = shape.local_experts, shape.intermediate
     rows = T * k
@@ -379,12 +370,12 @@ def _local_case(K, op: str, shape: MoEShape, T: int, dtype, device: str, gen) ->
     x = checks.random_tensor((rows, H), dtype, device, gen)
     w13 = checks.random_tensor((E, H, 2 * inter), dtype, device, gen, scale=1 / math.sqrt(H))
     w2 = checks.random_tensor((E, inter, H), dtype, device, gen, scale=1 / math.sqrt(inter))
-    sched = K.grouped_schedule(counts, K.grouped_block_m(x), device)
+    sched = kern.grouped_schedule(counts, kern.grouped_block_m(x), device)
     o = torch.empty((rows, H), dtype=dtype, device=device)
     case.update(active=sum(1 for c in counts if c), out=o,
-                ref=lambda: K.reference_grouped_mlp(x, counts, w13, w2),
-                fns={"triton": lambda: K.grouped_mlp(x, counts, w13, w2, "triton", schedule=sched, out=o),
-                     "torch": lambda: K.grouped_mlp(x, counts, w13, w2, "torch", out=o)})
+                ref=lambda: kern.reference_grouped_mlp(x, counts, w13, w2),
+                fns={"triton": lambda: kern.grouped_mlp(x, counts, w13, w2, "triton", schedule=sched, out=o),
+                     "torch": lambda: kern.grouped_mlp(x, counts, w13, w2, "torch", out=o)})
     return case
 
 
@@ -460,12 +451,10 @@ class _Comm:
         est = max(r[0] for r in self.gather([cal.median_s]))
         n = reps_for(est, min_time_s, MIN_REPS, MAX_REPS)  # the same on every rank: est was agreed
         t = time_fn(fn, tgt, min_time_s=min_time_s, min_reps=n, max_reps=n, warmup=1, before_each=self.barrier)
-        fields = ("median_s", "min_s", "max_s", "mean_s", "p10_s", "p90_s", "n", "total_s")
-        rows = self.gather([float(getattr(t, f)) for f in fields])
-        slowest = max(rows, key=lambda r: r[0])
-        vals = dict(zip(fields, slowest))
-        vals["n"] = int(vals["n"])
-        return Timing(**vals, clock=t.clock + " (slowest rank)")
+        rows = self.gather([t.median_s, t.min_s, t.max_s, t.mean_s, t.p10_s, t.p90_s, float(t.n), t.total_s])
+        median, lo, hi, mean, p10, p90, reps, total = max(rows, key=lambda r: r[0])
+        return Timing(median_s=median, min_s=lo, max_s=hi, mean_s=mean, p10_s=p10, p90_s=p90, n=int(reps),
+                      total_s=total, clock=t.clock + " (slowest rank)")
 
     def base(self) -> dict:
         mode = "cuda" if self.info.is_cuda else "cpu"
@@ -519,13 +508,13 @@ def _router_bias(shape: MoEShape, traffic: str, seed: int, device: str) -> torch
     return bias.to(device)
 
 
-def _rank_tokens(K, shape: MoEShape, T: int, dtype, device: str, seed: int, rank: int, bias: torch.Tensor):
+def _rank_tokens(kern, shape: MoEShape, T: int, dtype, device: str, seed: int, rank: int, bias: torch.Tensor):
     """Rank ``rank``'s tokens and routing, reproducible on any rank from (seed, rank)."""
     g = checks.generator(device, seed * 1009 + rank)
     x = checks.random_tensor((T, shape.hidden), dtype, device, g)
     logits = torch.randn((T, shape.experts), device=device, generator=g) + bias
-    ids, w = K.route(logits, shape.top_k)
-    src, pos, counts = K.sort_by_expert(ids, shape.experts)
+    ids, w = kern.route(logits, shape.top_k)
+    src, pos, counts = kern.sort_by_expert(ids, shape.experts)
     return x, ids, w, src, pos, counts
 
 
@@ -538,7 +527,7 @@ def _expert_weights(shape: MoEShape, e: int, dtype, device: str, seed: int):
 
 
 def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[Measurement]:
-    from kernels import moe as K
+    from kernels import moe as kern
 
     n, me, dev = c.n, c.rank, c.device
     shape = MODELS[model]
@@ -551,8 +540,8 @@ def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[M
     mine = [e for e in range(E) if owner[e] == me]
     per_rank = [sum(1 for e in range(E) if owner[e] == r) for r in range(n)]
 
-    x, ids, w, src, pos, counts = _rank_tokens(K, shape, T, dtype, dev, seed, me, bias)
-    send = K.torch_permute(x, src)  # rows in expert order = grouped by destination rank
+    x, ids, w, src, pos, counts = _rank_tokens(kern, shape, T, dtype, dev, seed, me, bias)
+    send = kern.torch_permute(x, src)  # rows in expert order = grouped by destination rank
     cl = counts.tolist()
     send_splits = [sum(cl[e] for e in range(E) if owner[e] == r) for r in range(n)]
     # layout exchange: each rank learns how many rows per local expert every source will send
@@ -567,7 +556,7 @@ def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[M
     bad, off = 0, 0
     for s in range(n):
         xs, _, _, srcs, _, cs = (x, ids, w, src, pos, counts) if s == me else \
-            _rank_tokens(K, shape, T, dtype, dev, seed, s, bias)
+            _rank_tokens(kern, shape, T, dtype, dev, seed, s, bias)
         csl = cs.tolist()
         lo = sum(csl[e] for e in range(E) if owner[e] < me)
         hi = lo + sum(csl[e] for e in mine)
@@ -594,18 +583,18 @@ def _moe_point(c: _Comm, plan: dict, model: str, T: int, traffic: str) -> list[M
     if active:  # experts without rows drop out: the rows stay in local-expert order
         w13 = torch.stack([weights[mine[j]][0] for j in active])
         w2 = torch.stack([weights[mine[j]][1] for j in active])
-        ye = K.grouped_mlp(recv[order], [local_counts[j] for j in active], w13, w2, "torch")
+        ye = kern.grouped_mlp(recv[order], [local_counts[j] for j in active], w13, w2, "torch")
     else:
         ye = recv[:0]
     y_back = torch.empty_like(recv)
     y_back[order] = ye
     back = checks.poison(torch.empty((T * k, H), dtype=dtype, device=dev))
     c.dist.all_to_all_single(back, y_back, send_splits, recv_splits)
-    out = K.torch_unpermute(back, pos, w)
+    out = kern.torch_unpermute(back, pos, w)
     tol = max(checks.tolerance(dtype), ROUND_TRIP_MIN_TOL)
     W13 = {e: wt[0] for e, wt in weights.items()}
     W2 = {e: wt[1] for e, wt in weights.items()}
-    rt = checks.compare(out, K.reference_moe(x, ids, w, W13, W2), tol, "float64 single-process MoE layer")
+    rt = checks.compare(out, kern.reference_moe(x, ids, w, W13, W2), tol, "float64 single-process MoE layer")
     del W13, W2, weights
 
     rows = c.gather([float(bad), float(rt.rel_err if rt.rel_err is not None else math.inf), float(rt.passed),

@@ -1,34 +1,24 @@
 """All-reduce over torch.distributed: what tensor-parallel decode pays twice per layer.
 
-One point = one world size: its ranks are started by the launcher shared with the all-to-all benchmark
-(``bench.distributed.launch``: NCCL on GPUs, one process per GPU; gloo on CPU ranks over loopback; in place
-under torchrun) and each rank walks the whole message sweep, 8 B … 256 MiB on GPU (×4 steps in --quick, ×2
-in --full up to 1 GiB), 8 B … 512 KiB (quick) / 8 MiB (full) on CPU, fp32 ``SUM``.
+One point = one world size: its ranks are started by bench.distributed.launch (NCCL on GPUs, one process
+per GPU; gloo on CPU ranks over loopback; in place under torchrun) and each rank walks the whole message
+sweep, fp32 ``SUM``. Every size is checked exactly first (each rank adds known random integers); the ranks
+run the same number of repetitions, a barrier before each, and the slowest rank's timing is reported.
+Accounting: algbw = message bytes per rank / time, busbw = algbw x 2(n - 1)/n (bench.collectives, as
+nccl-tests defines them), and a latency-bandwidth fit per world size (bench.fit). World size 1 has
+nothing to reduce: skipped.
 
-Correctness, before any timing, at every size: every rank contributes recognisable random data,
-``(r + 1) · (base + 1)`` for rank r, where ``base`` is random integers in [-1000, 1000] drawn from a seed all
-ranks share, so each rank knows the exact answer ``(base + 1) · n(n + 1)/2`` (integers, exact in fp32) and
-checks it element by element; a missing, doubled or misplaced contribution changes it. The buffer is the
-collective's input and output, so it is refilled from its pristine copy before every repetition (outside
-the timed region), and the ranks agree on the verdict (a failed check on any rank fails the size on all).
-
-Timing: a barrier before every repetition aligns the ranks; CUDA events on each rank (GPU) or the host
-clock (gloo, whose all-reduce is synchronous); every rank runs the same number of repetitions (agreed after
-a calibration: differing counts would deadlock). The slowest rank's statistics are reported (the
-collective is done when its last rank is).
-
-Accounting (bench.collectives, nccl-tests' definitions): with S = message bytes per rank and t the time,
-algbw = S / t; busbw = algbw × 2(n − 1)/n, what a ring all-reduce sends and receives per rank. Each world
-size's curve gets a latency–bandwidth fit t = α + S/β (bench/fit.py), so the roofline model can price a 16 KiB
-all-reduce directly. World size 1 has nothing to reduce: skipped.
+How and why: docs/method.md ("allreduce").
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from bench import checks, collectives
 from bench.fit import geometric_sizes, try_fit
-from bench.measurement import Check, Measurement, measured, not_measured
+from bench.measurement import Check, Measurement, ParamValue, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 
 DTYPE = torch.float32
@@ -78,7 +68,7 @@ def _rank_size(info, size: int, seed: int, min_time_s: float) -> dict:
 
     tgt, n, r = info.target, info.world_size, info.rank
     dev = info.device
-    barrier_kw = {"device_ids": [info.local_rank]} if tgt.is_cuda else {}
+    device_ids = [info.local_rank] if tgt.is_cuda else None  # NCCL: the barrier's device is this rank's GPU
     numel = max(1, size // ESIZE)
     gen = checks.generator(dev, seed + size)  # the same base on every rank
     base = torch.randint(-1000, 1001, (numel,), generator=gen, device=dev, dtype=torch.int32).to(DTYPE)
@@ -97,7 +87,7 @@ def _rank_size(info, size: int, seed: int, min_time_s: float) -> dict:
 
     def reset():
         buf.copy_(pristine)
-        dist.barrier(**barrier_kw)
+        dist.barrier(device_ids=device_ids)
 
     def fn():
         dist.all_reduce(buf)
@@ -150,14 +140,14 @@ class AllReduceBenchmark(Benchmark):
         out = []
         for row in rows:
             size = int(row["size_bytes"])
-            params = {"world_size": n, "size_bytes": size, "dtype": "float32"}
+            params: dict[str, ParamValue] = {"world_size": n, "size_bytes": size, "dtype": "float32"}
             ok = row["bad"] == 0
             chk = Check(passed=ok, rel_err=0.0 if ok else None, tol=0.0,
                         reference="exact sum of every rank's known contribution",
                         detail="" if ok else f"{row['bad']} of {row['numel']} elements wrong on some rank")
             tm = Timing(**row["timing"]) if ok else None
-            timed = tm is not None and tm.median_s > 0
-            busbw = collectives.busbw_Bps("all_reduce", size / tm.median_s, n) if timed else None
+            busbw = collectives.busbw_Bps("all_reduce", size / tm.median_s, n) \
+                if tm is not None and tm.median_s > 0 else None
             extra = {"busbw_Bps": busbw, "slowest_rank": row.get("slowest_rank"),
                      "rank_medians_s": row.get("rank_medians_s")} if ok else {}
             out.append(measured(benchmark=self.name, kernel="all_reduce", impl=impl, params=params, mode=mode,
@@ -168,16 +158,18 @@ class AllReduceBenchmark(Benchmark):
 
     # -- profile contribution ----------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
-        curve, notes = [], []
+        curve: list[dict[str, Any]] = []
+        notes: list[str] = []
         for m in measurements:
             if m.status == "skipped" and m.reason and m.reason not in notes:
                 notes.append(m.reason)
-            if not m.timed or m.bandwidth_Bps is None:
+        for m, timing in timed_records(measurements):
+            if m.bandwidth_Bps is None:
                 continue
-            n = int(m.params["world_size"])
+            n = m.int_param("world_size")
             curve.append({"world_size": n, "backend": m.impl, "dtype": m.params.get("dtype", "float32"),
-                          "size_bytes": int(m.params["size_bytes"]), "median_s": m.timing.median_s,
-                          "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "algbw_Bps": m.bandwidth_Bps,
+                          "size_bytes": m.int_param("size_bytes"), "median_s": timing.median_s,
+                          "p10_s": timing.p10_s, "p90_s": timing.p90_s, "algbw_Bps": m.bandwidth_Bps,
                           "busbw_Bps": collectives.busbw_Bps("all_reduce", m.bandwidth_Bps, n)})
         if not curve:
             return {"interconnect": {"notes": notes}} if notes else {}

@@ -1,51 +1,29 @@
 """KV-cache decode attention: how close one decode step's attention gets to the memory roof.
 
 One point = (head config of a real model, KV dtype, batch, context): every sequence attends with one new
-query token to ``context`` cached tokens. Per point, on fresh random data (the cache filled chunk by chunk
-with normal values), each kernel is checked against a float64 reference with an explicit softmax (output
-poisoned first), then timed:
+query token to ``context`` cached tokens. Kernels: the split-KV Triton kernel of kernels/decode_attention.py
+on a contiguous and on a paged cache (the same storage cut into shuffled pages), and PyTorch SDPA; each is
+checked against a float64 reference (and the Triton kernel on a small ragged batch) before it is timed,
+eagerly and replayed from a CUDA graph. Accounting: :func:`bytes_moved` and :func:`flop_count`. L2 is
+flushed before every GPU call; on CPU a small cache is rotated over copies. Points that would not fit in
+MEMORY_FRACTION of the device memory are recorded as skipped.
 
-* ``triton`` / ``contiguous``: the split-KV kernel (kernels/decode_attention.py) on a [B, ctx, Hkv, D] cache;
-* ``triton`` / ``paged``: the same kernel through a block table of PAGE_SIZE-token pages, shuffled at random
-  over the SAME storage (the pool is the contiguous cache viewed as pages), so no second cache is needed;
-* ``torch_sdpa`` / ``contiguous``: ``torch.nn.functional.scaled_dot_product_attention`` (``enable_gqa`` when
-  torch has it; otherwise K/V are expanded by repeat_interleave before timing and the expanded bytes counted).
-
-Besides the timed data (all sequences ``context`` long), the Triton kernel is checked on a small ragged batch
-with odd lengths (not multiples of the page or tile size, one exactly on a page boundary) for both layouts.
-
-Accounting (stated once, here; formulas in kernels/decode_attention.bytes_moved / flop_count):
-bytes = K and V read once (2·batch·ctx·kv_heads·head_dim·kv_bytes) + q read + out written
-(2·batch·q_heads·head_dim·q_bytes) + the block-table entries used (paged: 4·batch·⌈ctx/page⌉);
-FLOPs = 4·batch·q_heads·ctx·head_dim (QKᵀ and PV). The split-KV partials are the kernel's own overhead.
-Achieved bandwidth = bytes / median time; ``fraction_of_measured_hbm`` divides it by the profile's measured
-copy bandwidth (``peaks.copy_bandwidth_Bps``, what the issue's target compares with) and
-``fraction_of_memory_bandwidth`` by the best measured stream (``peaks.memory_bandwidth_Bps``).
-Time per token = median step time / batch (one decode step yields one token per sequence).
-
-Caches: on GPU L2 is flushed before every timed call (bench.timing.L2Flusher, a read of 2× L2), so even a
-small cache is read from HBM. CPU mode: PyTorch SDPA is timed on the CPU at small sizes (labelled mode "cpu");
-a point whose K + V is smaller than CPU_ROTATE_MULTIPLE × the last-level cache is timed rotating through
-n = ⌈CPU_ROTATE_MULTIPLE · LLC / (K + V bytes)⌉ copies of its cache (same data, distinct memory; at most
-MAX_ROTATION_COPIES), so no call finds its K/V still cached (without it a 270 MB cache on a 260 MiB LLC read
-at 128% of the copy bandwidth). The Triton kernel runs in the interpreter on the small ragged cases, for
-correctness only. On GPU the ragged check runs every autotune config (a fixed launch each, no tuning), so
-every compiled variant of the kernel is checked on odd lengths before anything is timed.
-
-Memory: a point whose cache (plus workspace and check temporaries) would not fit in MEMORY_FRACTION of the
-device memory is recorded as skipped.
+How and why: docs/method.md ("decode").
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Check, Measurement, measured, not_measured
+from bench.measurement import Check, Measurement, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 
-# (q_heads, kv_heads, head_dim) of real models (../shared/reference/models.csv)
+# (q_heads, kv_heads, head_dim) of real models, from their Hugging Face config.json (num_attention_heads,
+# num_key_value_heads, head_dim)
 HEAD_CONFIGS: dict[str, tuple[int, int, int]] = {
     "llama-3.1-8b": (32, 8, 128),  # GQA 4
     "llama-3.1-70b": (64, 8, 128),  # GQA 8
@@ -107,6 +85,24 @@ def _esize(dt: torch.dtype) -> int:
     return torch.empty((), dtype=dt).element_size()
 
 
+def bytes_moved(seq_lens: list[int], q_heads: int, kv_heads: int, head_dim: int, kv_bytes: int,
+                q_bytes: int, page_size: int | None = None) -> int:
+    """The fewest bytes a decode step must move: K and V read once (2 · Σ L · kv_heads · head_dim ·
+    kv_bytes), q read and out written once (2 · batch · q_heads · head_dim · q_bytes) and, for a paged cache,
+    the int32 block-table entries the sequences use (4 · Σ ⌈L / page_size⌉). The split-KV partials are the
+    kernel's own overhead and are not counted."""
+    kv = 2 * sum(seq_lens) * kv_heads * head_dim * kv_bytes
+    qo = 2 * len(seq_lens) * q_heads * head_dim * q_bytes
+    bt = 4 * sum(-(-L // page_size) for L in seq_lens) if page_size else 0
+    return kv + qo + bt
+
+
+def flop_count(seq_lens: list[int], q_heads: int, head_dim: int) -> int:
+    """QKᵀ and PV, each one multiply-add (2 FLOPs) per (token, q head, dim): 4 · Σ L · q_heads · head_dim
+    (4 · batch · q_heads · context · head_dim for equal lengths)."""
+    return 4 * sum(seq_lens) * q_heads * head_dim
+
+
 def _skipped(name: str, point: dict, target, reason: str, impl: str = "*", **params) -> Measurement:
     return not_measured(benchmark=name, kernel="decode", impl=impl, params={**point, **params}, reason=reason,
                         mode=target.backend, device=target.name)
@@ -150,28 +146,28 @@ class DecodeBenchmark(Benchmark):
         return int(point["batch"]) * int(point["context"])
 
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
-        from kernels import decode_attention as K
+        from kernels import decode_attention as kern
 
         t = ctx.target
-        if _dtypes(point["dtype"])[0] in K.FP8_DTYPES and not t.supports_fp8()[0]:
+        if _dtypes(point["dtype"])[0] in kern.FP8_DTYPES and not t.supports_fp8()[0]:
             return [_skipped(self.name, point, t, t.supports_fp8()[1])]
-        need = self._memory_needed(K, point, t)
+        need = self._memory_needed(kern, point, t)
         budget = MEMORY_FRACTION * t.memory_bytes if t.memory_bytes else math.inf
         if need > budget:
             return [_skipped(self.name, point, t, f"needs ~{need / 1e9:.1f} GB, over {MEMORY_FRACTION:.0%} of "
                                                   f"the device's {t.memory_bytes / 1e9:.1f} GB")]
         try:
-            return self._measure(ctx, point, K)
+            return self._measure(ctx, point, kern)
         except torch.cuda.OutOfMemoryError as e:  # the estimate fitted, the allocator did not (fragmentation)
             torch.cuda.empty_cache()
             return [_skipped(self.name, point, t, f"out of device memory: {str(e).splitlines()[0][:160]}")]
 
-    def _measure(self, ctx: RunContext, point: dict, K) -> list[Measurement]:
+    def _measure(self, ctx: RunContext, point: dict, kern) -> list[Measurement]:
         t = ctx.target
         hq, hkv, d = int(point["q_heads"]), int(point["kv_heads"]), int(point["head_dim"])
         B, L = int(point["batch"]), int(point["context"])
         kv_dt, q_dt = _dtypes(point["dtype"])
-        fp8 = kv_dt in K.FP8_DTYPES
+        fp8 = kv_dt in kern.FP8_DTYPES
         dev = t.torch_device
         gen = checks.generator(dev, ctx.seed_for(point))
         k_scale, v_scale = FP8_SCALES if fp8 else (1.0, 1.0)
@@ -181,14 +177,13 @@ class DecodeBenchmark(Benchmark):
         v_cache = _fill_random(torch.empty(B, L, hkv, d, dtype=kv_dt, device=dev), gen)
         seq_lens = torch.full((B,), L, dtype=torch.int32, device=dev)
         lens = [L] * B
-        flops = K.flop_count(lens, hq, d)
+        flops = flop_count(lens, hq, d)
         kv_bytes = 2 * B * L * hkv * d * _esize(kv_dt)
         copies = 1 if t.is_cuda else rotation_copies(kv_bytes, t.cache_bytes)
         cache = (f"L2 flushed before each call (read {2 * t.cache_bytes / 2**20:.0f} MiB)" if t.is_cuda else
                  f"CPU: K+V {kv_bytes / t.cache_bytes:.2f}x LLC" + (
                      f", rotated over {copies} copies ({copies * kv_bytes / t.cache_bytes:.1f}x LLC)"
                      if copies > 1 else ", not cached between calls"))
-        common = dict(benchmark=self.name, kernel="decode", device=t.name, cache=cache)
         flush = None
         if t.is_cuda:
             from bench.timing import L2Flusher
@@ -206,34 +201,34 @@ class DecodeBenchmark(Benchmark):
             kc, vc, bt = caches[layout]
             page = PAGE_SIZE if layout == "paged" else None
             params = {**point, "layout": layout} | ({"page_size": page} if page else {})
-            nbytes = K.bytes_moved(lens, hq, hkv, d, _esize(kv_dt), _esize(q_dt), page)
-            ragged = self._ragged_check(K, layout, hq // hkv, hkv, d, kv_dt, q_dt, dev, gen, t.is_cuda,
+            nbytes = bytes_moved(lens, hq, hkv, d, _esize(kv_dt), _esize(q_dt), page)
+            ragged = self._ragged_check(kern, layout, hq // hkv, hkv, d, kv_dt, q_dt, dev, gen, t.is_cuda,
                                         k_scale, v_scale)
             if t.triton_interpreted:  # correctness only, on the small ragged batch
-                out.append(measured(impl="triton", params=params, mode="interpreter", timing=None, check=ragged,
-                                    **{**common, "cache": None},
+                out.append(measured(benchmark=self.name, kernel="decode", impl="triton", params=params,
+                                    mode="interpreter", device=t.name, timing=None, check=ragged, cache=None,
                                     checked_on=f"ragged batch, lengths {list(RAGGED_LENS)}, "
                                                f"{min(hkv, RAGGED_MAX_KV_HEADS)} kv heads"))
                 continue
-            plan = K.plan_splits(B, hkv, L, t.compute_units, on_gpu=True)
-            ws = K.DecodeWorkspace.allocate(B, hq, d, plan.num_splits, dev) if plan.num_splits > 1 else None
+            plan = kern.plan_splits(B, hkv, L, t.compute_units, on_gpu=True)
+            ws = kern.DecodeWorkspace.allocate(B, hq, d, plan.num_splits, dev) if plan.num_splits > 1 else None
             o = torch.empty_like(q)
 
             def run(kc=kc, vc=vc, bt=bt, o=o, ws=ws, plan=plan):
-                K.decode_attention(q, kc, vc, seq_lens, bt, out=o, workspace=ws, max_seq_len=L,
-                                   num_splits=plan.num_splits, k_scale=k_scale, v_scale=v_scale)
+                kern.decode_attention(q, kc, vc, seq_lens, bt, out=o, workspace=ws, max_seq_len=L,
+                                      num_splits=plan.num_splits, k_scale=k_scale, v_scale=v_scale)
 
             checks.poison(o)
             run()
-            ref = K.reference(q, kc, vc, seq_lens, bt, k_scale=k_scale, v_scale=v_scale)
+            ref = kern.reference(q, kc, vc, seq_lens, bt, k_scale=k_scale, v_scale=v_scale)
             chk = _both(checks.compare(o, ref, tol, "float64 explicit-softmax attention"), ragged)
             timing = ctx.time(run, before_each=flush) if chk.passed else None
             graph = _graph_timing(ctx, run, flush, lambda o=o: checks.poison(o), ref, tol, nbytes) \
                 if chk.passed else {}
             del ref
-            out.append(measured(impl="triton", params=params, mode="cuda", timing=timing, bytes=nbytes,
-                                flop_count=flops, check=chk, num_splits=plan.num_splits,
-                                split_tokens=plan.split_tokens, **graph, **common))
+            out.append(measured(benchmark=self.name, kernel="decode", impl="triton", params=params, mode="cuda",
+                                device=t.name, timing=timing, bytes=nbytes, flop_count=flops, check=chk,
+                                cache=cache, num_splits=plan.num_splits, split_tokens=plan.split_tokens, **graph))
         del caches, block_table
 
         # the library baseline: torch SDPA on the contiguous cache
@@ -242,15 +237,15 @@ class DecodeBenchmark(Benchmark):
             out.append(_skipped(self.name, point, t, "torch SDPA has no fp8 KV-cache path", impl="torch_sdpa",
                                 layout="contiguous"))
             return out
-        k, v, gqa = K.sdpa_inputs(k_cache, v_cache, hq)  # a repeat_interleave copy, if any, happens here
+        k, v, gqa = kern.sdpa_inputs(k_cache, v_cache, hq)  # a repeat_interleave copy, if any, happens here
         sdpa_heads = k.shape[1]
-        nbytes = K.bytes_moved(lens, hq, sdpa_heads, d, _esize(kv_dt), _esize(q_dt))
+        nbytes = bytes_moved(lens, hq, sdpa_heads, d, _esize(kv_dt), _esize(q_dt))
         box: dict = {}
-        backends = {"exclude": ()}
-        sdpa_ref = K.reference(q, k_cache, v_cache, seq_lens)
+        backends: dict[str, tuple[str, ...]] = {"exclude": ()}
+        sdpa_ref = kern.reference(q, k_cache, v_cache, seq_lens)
 
         def sdpa():
-            box["o"] = K.sdpa_decode(q, k, v, enable_gqa=gqa, exclude=backends["exclude"])
+            box["o"] = kern.sdpa_decode(q, k, v, enable_gqa=gqa, exclude=backends["exclude"])
 
         def check_sdpa() -> Check:
             sdpa()
@@ -274,34 +269,35 @@ class DecodeBenchmark(Benchmark):
                                 detail=f"SDPA raised {first}; without cuDNN: {type(e2).__name__}: "
                                        f"{str(e2).splitlines()[0] if str(e2) else ''}")
         timed = sdpa
-        if chk.passed and copies > 1:  # CPU: rotate over copies of the cache (module doc)
-            timed = self._rotated_sdpa(K, q, k_cache, v_cache, L, hq, copies, gqa, box)
+        if chk.passed and copies > 1:  # CPU: rotate over copies of the cache (docs/method.md, "decode")
+            timed = self._rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box)
         timing = ctx.time(timed, before_each=flush) if chk.passed else None
         graph = {}
         if chk.passed and t.is_cuda:
             # the graph's output is the tensor SDPA allocated during capture: box["o"] after capture
             graph = _graph_timing(ctx, sdpa, flush, lambda: checks.poison(box["o"]), sdpa_ref, tol, nbytes)
         how = "mha" if hq == hkv else ("enable_gqa" if gqa else "repeat_interleave (expanded bytes counted)")
-        extra = {"sdpa_fallback": fallback} if fallback else {}
-        out.append(measured(impl="torch_sdpa", params=params, mode=ctx.torch_mode, timing=timing, bytes=nbytes,
-                            flop_count=flops, check=chk, sdpa_heads=how, **graph, **extra, **common))
+        extra: dict[str, Any] = {"sdpa_fallback": fallback} if fallback else {}
+        out.append(measured(benchmark=self.name, kernel="decode", impl="torch_sdpa", params=params,
+                            mode=ctx.torch_mode, device=t.name, timing=timing, bytes=nbytes, flop_count=flops,
+                            check=chk, cache=cache, sdpa_heads=how, **graph, **extra))
         return out
 
     @staticmethod
-    def _rotated_sdpa(K, q, k_cache, v_cache, L, hq, copies, gqa, box):
+    def _rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box):
         """SDPA over ``copies`` distinct copies of the cache in turn (one pool, views per copy)."""
         pool_k = k_cache.unsqueeze(0).expand(copies, *k_cache.shape).clone()
         pool_v = v_cache.unsqueeze(0).expand(copies, *v_cache.shape).clone()
         views = []
         for i in range(copies):
-            kk, vv, _ = K.sdpa_inputs(pool_k[i], pool_v[i], hq, allow_gqa=gqa)
+            kk, vv, _ = kern.sdpa_inputs(pool_k[i], pool_v[i], hq, allow_gqa=gqa)
             views.append((kk, vv))
         state = {"i": 0}
 
         def run():
             kk, vv = views[state["i"]]
             state["i"] = (state["i"] + 1) % copies
-            box["o"] = K.sdpa_decode(q, kk, vv, enable_gqa=gqa)
+            box["o"] = kern.sdpa_decode(q, kk, vv, enable_gqa=gqa)
 
         return run
 
@@ -309,21 +305,21 @@ class DecodeBenchmark(Benchmark):
         return decode_curve(measurements, device)
 
     @staticmethod
-    def _memory_needed(K, point: dict, t) -> int:
+    def _memory_needed(kern, point: dict, t) -> int:
         """Device bytes a point allocates at once: the cache, the SDPA expansion if torch lacks enable_gqa,
         q/out/workspace, the L2 flush buffer, and the float64 reference's per-sequence temporaries."""
         hq, hkv, d = point["q_heads"], point["kv_heads"], point["head_dim"]
         B, L = point["batch"], point["context"]
         kv_dt, _ = _dtypes(point["dtype"])
         kv = 2 * B * L * hkv * d * _esize(kv_dt)
-        if hq != hkv and not K.SDPA_HAS_GQA:
+        if hq != hkv and not kern.SDPA_HAS_GQA:
             kv += 2 * B * L * hq * d * _esize(kv_dt)
-        small = B * hq * d * 4 * (K.MAX_SPLITS + 8)
-        ref = 4 * min(L * hkv * d, K.REFERENCE_CHUNK_ELEMENTS + L * d) * 8 + 3 * hq * L * 8
+        small = B * hq * d * 4 * (kern.MAX_SPLITS + 8)
+        ref = 4 * min(L * hkv * d, kern.REFERENCE_CHUNK_ELEMENTS + L * d) * 8 + 3 * hq * L * 8
         return kv + small + 2 * t.cache_bytes + ref
 
     @staticmethod
-    def _ragged_check(K, layout, group, kv_heads, d, kv_dt, q_dt, dev, gen, on_gpu, k_scale, v_scale) -> Check:
+    def _ragged_check(kern, layout, group, kv_heads, d, kv_dt, q_dt, dev, gen, on_gpu, k_scale, v_scale) -> Check:
         """The kernel on a small ragged batch (odd lengths, page boundaries, odd split length)."""
         hkv = min(kv_heads, RAGGED_MAX_KV_HEADS)
         hq = group * hkv
@@ -339,27 +335,27 @@ class DecodeBenchmark(Benchmark):
             shape, bt = (B, cap, hkv, d), None
         kc = checks.random_tensor(shape, torch.float32, dev, gen).to(kv_dt)
         vc = checks.random_tensor(shape, torch.float32, dev, gen).to(kv_dt)
-        ref = K.reference(q, kc, vc, seq_lens, bt, k_scale=k_scale, v_scale=v_scale)
+        ref = kern.reference(q, kc, vc, seq_lens, bt, k_scale=k_scale, v_scale=v_scale)
         tol = checks.tolerance(q_dt)
         # the interpreter runs the multi-split path only (slow); a GPU runs it with every autotune config (fixed
         # launches, no tuning: each compiled variant checked on odd lengths) and its own split plan once
         plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS)]
         if on_gpu:
-            plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS, config=c) for c in K.CONFIGS] + [dict(config=K.CONFIGS[0])]
-        result = None
+            plans = [dict(split_tokens=RAGGED_SPLIT_TOKENS, config=c) for c in kern.CONFIGS]
+            plans.append(dict(config=kern.CONFIGS[0]))
+        results = []
         for kw in plans:
             o = checks.poison(torch.empty_like(q))
-            K.decode_attention(q, kc, vc, seq_lens, bt, out=o, k_scale=k_scale, v_scale=v_scale, **kw)
-            chk = checks.compare(o, ref, tol, "float64 explicit-softmax attention (ragged batch)")
-            result = chk if result is None else _both(result, chk)
-        return result
+            kern.decode_attention(q, kc, vc, seq_lens, bt, out=o, k_scale=k_scale, v_scale=v_scale, **kw)
+            results.append(checks.compare(o, ref, tol, "float64 explicit-softmax attention (ragged batch)"))
+        return functools.reduce(_both, results)
 
 
 def _graph_timing(ctx: RunContext, fn, flush, poison_out, ref, tol: float, nbytes: int) -> dict:
-    """GPU only: one call of ``fn`` captured in a CUDA graph and timed by replay, L2 flushed before each
-    (MEASURING.md §7: for microsecond points the graph number is the kernels, the eager number what an eager
-    program sees, launcher overhead included). The replay is checked against the reference first. Returns
-    the Measurement extras: graph_median_s, graph_p10_s, graph_p90_s, graph_bandwidth_Bps; or graph_error."""
+    """GPU only: one call of ``fn`` captured in a CUDA graph and timed by replay, L2 flushed before each (for
+    microsecond points the graph number is the kernels, the eager number what an eager program sees, launch
+    overhead included: docs/method.md). The replay is checked against the reference first. Returns the
+    Measurement extras: graph_median_s, graph_p10_s, graph_p90_s, graph_bandwidth_Bps; or graph_error."""
     if not ctx.target.is_cuda:
         return {}
     try:
@@ -400,19 +396,20 @@ def decode_curve(measurements: list[Measurement], device: dict) -> dict:
     peaks = device.get("peaks") or {}
     copy_bw, mem_bw = peaks.get("copy_bandwidth_Bps"), peaks.get("memory_bandwidth_Bps")
     curve = []
-    for m in measurements:
-        if not m.timed or not m.bandwidth_Bps or m.timing is None:
+    for m, timing in timed_records(measurements):
+        bw = m.bandwidth_Bps
+        if not bw:
             continue
         p = m.params
         curve.append({
             "model": p["model"], "impl": m.impl, "layout": p["layout"], "page_size": p.get("page_size"),
             "dtype": p["dtype"], "batch": p["batch"], "context": p["context"], "q_heads": p["q_heads"],
             "kv_heads": p["kv_heads"], "head_dim": p["head_dim"], "num_splits": m.extra.get("num_splits"),
-            "bytes": m.bytes, "bandwidth_Bps": m.bandwidth_Bps, "flops": m.flops or 0.0,
-            "median_s": m.timing.median_s, "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s,
-            "time_per_token_s": m.timing.median_s / p["batch"],
-            "fraction_of_measured_hbm": m.bandwidth_Bps / copy_bw if copy_bw else None,
-            "fraction_of_memory_bandwidth": m.bandwidth_Bps / mem_bw if mem_bw else None,
+            "bytes": m.bytes, "bandwidth_Bps": bw, "flops": m.flops or 0.0,
+            "median_s": timing.median_s, "p10_s": timing.p10_s, "p90_s": timing.p90_s,
+            "time_per_token_s": timing.median_s / m.int_param("batch"),
+            "fraction_of_measured_hbm": bw / copy_bw if copy_bw else None,
+            "fraction_of_memory_bandwidth": bw / mem_bw if mem_bw else None,
             "graph_median_s": m.extra.get("graph_median_s"),
             "graph_bandwidth_Bps": m.extra.get("graph_bandwidth_Bps"),
         })

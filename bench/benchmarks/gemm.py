@@ -1,47 +1,25 @@
 """Dense matmul FLOP/s per dtype: the compute ceiling of the roofline, and the efficiency by shape below it.
 
-C = A @ B with A (M, K) row-major and B (K, N) the transpose of an nn.Linear weight (N, K) — the layout of
-LLM inference. Kernels (``kernels/gemm.py``): ``torch.matmul`` (cuBLAS on GPU, the CPU BLAS on CPU), fp8
-e4m3 through ``torch._scaled_mm`` (per-tensor scales, bf16 output), and a tiled Triton kernel (on sm_90+ its
-operand tiles come through TMA descriptors; fp8 there too, with the same per-tensor scales).
+C = A @ B with A (M, K) row-major and B (K, N) the transpose of an nn.Linear weight, for fp32 (no TF32),
+tf32, bf16, fp16 and fp8 e4m3, by the library (``torch.matmul``, ``torch._scaled_mm``) and the Triton
+kernels of kernels/gemm.py. Families of points: ``square`` sizes, ``llm`` layer shapes (batch tokens x the
+(N, K) of real layers), ``mamf`` (the maximum-achievable-matmul search) and ``edge`` (odd shapes: the
+Triton kernel's masks, checked, never timed). Accounting: :func:`flop_count` and :func:`bytes_moved`. L2 is
+flushed before every GPU repetition; on CPU small inputs are rotated. Peak per dtype = the best median
+FLOP/s over every timed point of that dtype, with the shape and kernel that reached it.
 
-Dtypes (profile names): "float32" (true fp32: cuBLAS TF32 switched off around our calls), "tf32" (fp32
-tensors, TF32 tensor cores), "bfloat16", "float16", "float8_e4m3fn". A dtype the device cannot run is
-recorded once as skipped, with the reason.
-
-Families of points (each point = one dtype and one (M, N, K)):
-* ``square``: M = N = K across sizes, so the curve shows where the matrix units fill up;
-* ``llm``: M = batch tokens (1 … 8192) × the (N, K) of real layers (a 7/8B model's attention and MLP
-  projections, a 70B model's MLP), so the roofline model can look up efficiency at small batch;
-* ``mamf``: the maximum-achievable-matmul-FLOP/s search: a grid of large M, N, K with the library path (the
-  default, quick sweep searches bf16 and fp8, the dtypes whose peaks the verdict reads, and measures the
-  others at mamf-finder's best H100 shape; ``--full`` searches every dtype);
-* ``edge``: small odd shapes for the Triton kernel's edge masks (and, K a multiple of 16, its TMA variant's
-  out-of-bounds tiles); correctness only (the interpreter on CPU).
-
-Accounting (stated once, here): FLOPs = 2·M·N·K (one multiply and one add per term). Bytes = A and B read
-once plus C written once (M·K + K·N + M·N elements at their sizes): the least any kernel must move, so
-FLOPs / bytes is the shape's arithmetic intensity.
-
-Method: inputs are random normal (never zeros: tensor cores draw less power on zeros), scaled by K^-1/4 so
-C is O(1) whatever K; each kernel's output is poisoned, computed once and compared with a float64 reference
-(fp8: float64 of the dequantised fp8 inputs) by relative Frobenius error before anything is timed. On GPU
-the L2 is flushed before every timed repetition (``L2Flusher``, a read of 2× L2) and short repetitions are
-primed (``time_fn(prime=True)``: the events time the kernel, not the host's launch); on CPU, inputs smaller
-than 2× the last-level cache are rotated among copies that together exceed it. Triton under the interpreter
-is checked, never timed.
-
-Peak per dtype = the best median FLOP/s over every timed point of that dtype (all families, all impls), with
-the shape and kernel that reached it; the curve gives each point's efficiency relative to that peak.
+How and why: docs/method.md ("gemm").
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Measurement, measured, not_measured
+from bench.measurement import Measurement, TimingRecord, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 from bench.timing import L2Flusher
 
@@ -76,12 +54,15 @@ _SQUARES = {
 
 
 def flop_count(M: int, N: int, K: int) -> int:
-    """Floating-point operations of C = A @ B: 2·M·N·K."""
+    """Floating-point operations of C = A @ B: each of the M·N outputs is a sum of K products, one multiply
+    and one add per term, so 2·M·N·K."""
     return 2 * M * N * K
 
 
 def bytes_moved(M: int, N: int, K: int, in_size: int, out_size: int) -> int:
-    """Least bytes through memory: A (M×K) and B (K×N) read once, C (M×N) written once."""
+    """The least bytes any kernel must move: A (M×K) and B (K×N) read once at the input size, C (M×N)
+    written once at the output size (fp8: 1-byte inputs, a bf16 output). flop_count / bytes_moved is the
+    shape's arithmetic intensity."""
     return (M * K + K * N) * in_size + M * N * out_size
 
 
@@ -101,11 +82,11 @@ def _cap(target) -> tuple[int, int]:
 
 def torch_support(dtype: str, target) -> tuple[bool, str]:
     """Can the library path run ``dtype`` here? (False, reason) when not."""
-    from kernels import gemm as K
+    from kernels import gemm as kern
 
     if dtype == "float8_e4m3fn":
         ok, why = target.supports_fp8()
-        return (ok, why) if not ok else K.fp8_available()
+        return (ok, why) if not ok else kern.fp8_available()
     sm = "sm_" + "".join(map(str, _cap(target)))
     if dtype == "tf32":
         if not target.is_cuda:
@@ -177,13 +158,14 @@ class GemmBenchmark(Benchmark):
         for dt in DTYPES if gpu else CPU_DTYPES:
             if not torch_ok[dt]:
                 continue
-            sizes = squares
+            sizes: Sequence[int] = squares
             if not gpu and dt != "float32":  # the CPU's 16-bit BLAS is slower: fewer, smaller sizes
                 sizes = (1024,) if quick else [s for s in squares if s <= 2048]
             for s in sizes:
                 add("square", dt, s, s, s, "torch,triton" if gpu and dt in tri_square and tri_ok[dt] else "torch")
 
         # LLM shapes (batch tokens x real layers) and the MAMF search, library path (+ Triton bf16 in full).
+        batches: tuple[int, ...]
         if gpu:
             half = "bfloat16" if torch_ok["bfloat16"] else "float16"  # pre-Ampere: fp16 stands in
             big_dtypes = (half, "float8_e4m3fn") if quick else DTYPES
@@ -248,7 +230,6 @@ class GemmBenchmark(Benchmark):
         M, N, K = int(point["M"]), int(point["N"]), int(point["K"])
         impls = [i for i in str(point.get("impls", "torch")).split(",") if i]
         params = {"family": family, "dtype": dt, "M": M, "N": N, "K": K}
-        common = dict(benchmark=self.name, kernel="matmul", device=t.name)
         out: list[Measurement] = []
 
         supported = {"torch": torch_support(dt, t), "triton": triton_support(dt, t)}
@@ -263,7 +244,7 @@ class GemmBenchmark(Benchmark):
         if not runnable:
             return out
         if family == "edge":
-            return out + [self._check_triton_only(ctx, point, params, common)]
+            return out + [self._check_triton_only(ctx, point, params)]
 
         data = self._inputs(ctx, point, M, N, K, dt)
         flops = flop_count(M, N, K)
@@ -271,19 +252,19 @@ class GemmBenchmark(Benchmark):
         for impl in runnable:
             if impl == "triton" and t.triton_interpreted:
                 continue  # never timed in the interpreter: the edge points check it
-            out.append(self._check_and_time(ctx, impl, dt, data, params, common, flops, nbytes))
+            out.append(self._check_and_time(ctx, impl, dt, data, params, flops, nbytes))
         return out
 
     def _inputs(self, ctx: RunContext, point: dict, M: int, N: int, K: int, dt: str) -> dict:
         """Fresh random operands (B as the transpose of a weight), their float64 reference, an output."""
-        from kernels import gemm as Kg
+        from kernels import gemm as kern
 
         t = ctx.target
         dev = t.torch_device
         gen = checks.generator(dev, ctx.seed_for(point))
         if dt == "float8_e4m3fn":
-            a_q, sa = Kg.quantize_fp8(checks.random_tensor((M, K), torch.float32, dev, gen))
-            w_q, sb = Kg.quantize_fp8(checks.random_tensor((N, K), torch.float32, dev, gen))
+            a_q, sa = kern.quantize_fp8(checks.random_tensor((M, K), torch.float32, dev, gen))
+            w_q, sb = kern.quantize_fp8(checks.random_tensor((N, K), torch.float32, dev, gen))
             b_q = w_q.t()
             ref = torch.matmul(a_q.double() * sa.double(), b_q.double() * sb.double())
             return {"a": a_q, "b": b_q, "scale_a": sa, "scale_b": sb, "ref": ref, "in_size": 1, "out_size": 2}
@@ -291,7 +272,7 @@ class GemmBenchmark(Benchmark):
         scale = K ** -0.25  # C = Σ_K a·b has variance K·scale⁴ = 1: no overflow in fp16 at any K
         a = checks.random_tensor((M, K), tdt, dev, gen, scale=scale)
         w = checks.random_tensor((N, K), tdt, dev, gen, scale=scale)
-        ref = Kg.reference(a, w.t())
+        ref = kern.reference(a, w.t())
         return {"a": a, "b": w.t(), "ref": ref, "in_size": a.element_size(), "out_size": a.element_size()}
 
     def _rotation(self, ctx: RunContext, data: dict, out0: torch.Tensor) -> tuple[list[tuple], str]:
@@ -312,56 +293,59 @@ class GemmBenchmark(Benchmark):
         sets = [first] + [(a.clone(), b.t().clone().t(), torch.empty_like(out0)) for _ in range(n - 1)]
         return sets, f"rotate {n} input sets ({n * set_bytes / t.cache_bytes:.1f}x LLC)"
 
-    def _check_and_time(self, ctx, impl, dt, data, params, common, flops, nbytes) -> Measurement:
-        from kernels import gemm as Kg
+    def _check_and_time(self, ctx: RunContext, impl: str, dt: str, data: dict, params: dict, flops: int,
+                        nbytes: int) -> Measurement:
+        from kernels import gemm as kern
 
         t = ctx.target
         K = params["K"]
         tol = tolerance(dt, K)
         ref = data["ref"]
         ref_chunk = lambda lo, hi: ref.reshape(-1)[lo:hi]  # noqa: E731
-        extra: dict = {}
+        extra: dict[str, Any] = {}  # the Triton config the autotuner chose
         mode = t.backend if impl == "torch" else t.triton_mode
 
         if dt == "float8_e4m3fn":  # cuBLASLt through torch._scaled_mm, or the Triton TMA kernel (sm_90+)
             a, b, sa, sb = data["a"], data["b"], data["scale_a"], data["scale_b"]
             box: dict = {}
+            run: Callable[[], object]
             if impl == "torch":
-                run = lambda: box.__setitem__("c", Kg.scaled_mm_fp8(a, b, sa, sb))  # noqa: E731
+                run = lambda: box.__setitem__("c", kern.scaled_mm_fp8(a, b, sa, sb))  # noqa: E731
                 library = _library(dt, t.is_cuda)
             else:
                 box["c"] = checks.poison(torch.empty(ref.shape, dtype=torch.bfloat16, device=t.torch_device))
-                run = lambda: Kg.triton_matmul_fp8(a, b, sa, sb, box["c"])  # noqa: E731
+                run = lambda: kern.triton_matmul_fp8(a, b, sa, sb, box["c"])  # noqa: E731
                 library = "Triton (TMA + fp8 wgmma, autotuned, per-tensor scales, bf16 out)"
             run()
             chk = checks.compare_chunked(box["c"], ref_chunk, tol, "float64 of the dequantised fp8 inputs")
             timing, cache = None, None
             if chk.passed:
                 if impl == "triton":
-                    extra["config"] = Kg.triton_best_config(a.dtype)
+                    extra["config"] = kern.triton_best_config(a.dtype)
                 flusher = L2Flusher(t)
                 cache = _flush_note(t)
                 timing = ctx.time(run, before_each=flusher, prime=True)
-            return measured(impl=impl, params=params, mode=mode, timing=timing, flop_count=flops, bytes=nbytes,
-                            check=chk, cache=cache, library=library, **extra, **common)
+            return measured(benchmark=self.name, kernel="matmul", impl=impl, params=params, mode=mode,
+                            device=t.name, timing=timing, flop_count=flops, bytes=nbytes, check=chk, cache=cache,
+                            library=library, **extra)
 
         tf32 = dt == "tf32"
         c0 = checks.poison(torch.empty(ref.shape, dtype=data["a"].dtype, device=t.torch_device))
         if impl == "torch":
-            call = lambda a, b, c: Kg.torch_matmul(a, b, c)  # noqa: E731
+            call = lambda a, b, c: kern.torch_matmul(a, b, c)  # noqa: E731
             library = _library(dt, t.is_cuda)
         else:
-            call = lambda a, b, c: Kg.triton_matmul(a, b, c, tf32=tf32)  # noqa: E731
-            tma = Kg.variant(data["a"], data["b"], tf32) == "tma"
+            call = lambda a, b, c: kern.triton_matmul(a, b, c, tf32=tf32)  # noqa: E731
+            tma = kern.variant(data["a"], data["b"], tf32) == "tma"
             library = "Triton (TMA + wgmma, autotuned)" if tma else "Triton (tiled, autotuned)"
         # TF32 on only for the "tf32" dtype, off for true fp32; restored after our calls
-        with Kg.cuda_tf32(tf32):
+        with kern.cuda_tf32(tf32):
             call(data["a"], data["b"], c0)
             chk = checks.compare_chunked(c0, ref_chunk, tol, "float64 matmul of the same inputs")
             timing, cache = None, None
             if chk.passed:
                 if impl == "triton":
-                    extra["config"] = Kg.triton_best_config(data["a"].dtype, tf32, tma=tma)
+                    extra["config"] = kern.triton_best_config(data["a"].dtype, tf32, tma=tma)
                 sets, cache = self._rotation(ctx, data, c0)
                 if t.is_cuda:
                     flusher = L2Flusher(t)
@@ -376,63 +360,65 @@ class GemmBenchmark(Benchmark):
 
                     timing = ctx.time(lambda: call(*sets[state["i"]]), before_each=advance)
                 del sets
-        return measured(impl=impl, params=params, mode=mode, timing=timing, flop_count=flops, bytes=nbytes,
-                        check=chk, cache=cache, library=library, **extra, **common)
+        return measured(benchmark=self.name, kernel="matmul", impl=impl, params=params, mode=mode,
+                        device=t.name, timing=timing, flop_count=flops, bytes=nbytes, check=chk, cache=cache,
+                        library=library, **extra)
 
-    def _check_triton_only(self, ctx: RunContext, point: dict, params: dict, common: dict) -> Measurement:
+    def _check_triton_only(self, ctx: RunContext, point: dict, params: dict) -> Measurement:
         """Correctness of the Triton kernel at a (small, odd) shape: the interpreter on CPU, a fixed config
         on GPU. Never timed."""
-        from kernels import gemm as Kg
+        from kernels import gemm as kern
 
         t = ctx.target
         dt = params["dtype"]
         M, N, K = params["M"], params["N"], params["K"]
         gen = checks.generator(t.torch_device, ctx.seed_for(point))
         if dt == "float8_e4m3fn":
-            a, sa = Kg.quantize_fp8(checks.random_tensor((M, K), torch.float32, t.torch_device, gen))
-            w, sb = Kg.quantize_fp8(checks.random_tensor((N, K), torch.float32, t.torch_device, gen))
+            a, sa = kern.quantize_fp8(checks.random_tensor((M, K), torch.float32, t.torch_device, gen))
+            w, sb = kern.quantize_fp8(checks.random_tensor((N, K), torch.float32, t.torch_device, gen))
             ref = torch.matmul(a.double() * sa.double(), w.t().double() * sb.double())
             c = checks.poison(torch.empty((M, N), dtype=torch.bfloat16, device=t.torch_device))
-            cfg = EDGE_CONFIG_FP8 if t.is_cuda else Kg.INTERP_CONFIG
-            Kg.triton_matmul_fp8(a, w.t(), sa, sb, c, config=cfg if t.is_cuda else None)
+            cfg = EDGE_CONFIG_FP8 if t.is_cuda else kern.INTERP_CONFIG
+            kern.triton_matmul_fp8(a, w.t(), sa, sb, c, config=cfg if t.is_cuda else None)
             chk = checks.compare(c, ref, tolerance(dt, K), "float64 of the dequantised fp8 inputs")
             kernel = "TMA"
         else:
             tdt = dtypes.torch_dtype(dt)
             a = checks.random_tensor((M, K), tdt, t.torch_device, gen, scale=K ** -0.25)
             w = checks.random_tensor((N, K), tdt, t.torch_device, gen, scale=K ** -0.25)
-            ref = Kg.reference(a, w.t())
+            ref = kern.reference(a, w.t())
             c = checks.poison(torch.empty((M, N), dtype=tdt, device=t.torch_device))
-            Kg.triton_matmul(a, w.t(), c, tf32=dt == "tf32", config=EDGE_CONFIG if t.is_cuda else None)
+            kern.triton_matmul(a, w.t(), c, tf32=dt == "tf32", config=EDGE_CONFIG if t.is_cuda else None)
             chk = checks.compare(c, ref, tolerance(dt, K), "float64 matmul of the same inputs")
-            cfg = Kg.INTERP_CONFIG if t.triton_interpreted else EDGE_CONFIG
-            kernel = "TMA" if Kg.variant(a, w.t(), dt == "tf32") == "tma" else "pointer loads"
-        return measured(impl="triton", params=params, mode=t.triton_mode, timing=None, check=chk,
-                        flop_count=flop_count(M, N, K), library=f"Triton (tiled, {kernel})",
-                        config=" ".join(f"{k}={v}" for k, v in cfg.items()), **common)
+            cfg = kern.INTERP_CONFIG if t.triton_interpreted else EDGE_CONFIG
+            kernel = "TMA" if kern.variant(a, w.t(), dt == "tf32") == "tma" else "pointer loads"
+        return measured(benchmark=self.name, kernel="matmul", impl="triton", params=params, mode=t.triton_mode,
+                        device=t.name, timing=None, check=chk, flop_count=flop_count(M, N, K),
+                        library=f"Triton (tiled, {kernel})", config=" ".join(f"{k}={v}" for k, v in cfg.items()))
 
     # -- profile contribution ----------------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
-        timed = [m for m in measurements if m.timed and m.flops and m.timing is not None]
-        best: dict[str, Measurement] = {}
-        for m in timed:
+        timed: list[tuple[Measurement, TimingRecord, float]] = [
+            (m, timing, m.flops) for m, timing in timed_records(measurements) if m.flops]
+        best: dict[str, tuple[Measurement, float]] = {}  # dtype -> (record, its FLOP/s)
+        for m, _, flops in timed:
             dt = str(m.params["dtype"])
-            if dt not in best or m.flops > best[dt].flops:
-                best[dt] = m
+            if dt not in best or flops > best[dt][1]:
+                best[dt] = (m, flops)
         curve = []
-        for m in timed:
+        for m, timing, flops in timed:
             dt = str(m.params["dtype"])
             curve.append({
-                "family": m.params["family"], "shape": _shape_name(m.params), "M": int(m.params["M"]),
-                "N": int(m.params["N"]), "K": int(m.params["K"]), "dtype": dt, "impl": m.impl,
+                "family": m.params["family"], "shape": _shape_name(m.params), "M": m.int_param("M"),
+                "N": m.int_param("N"), "K": m.int_param("K"), "dtype": dt, "impl": m.impl,
                 "library": str(m.extra.get("library", m.impl)),
-                "flops": m.flops, "median_s": m.timing.median_s, "p10_s": m.timing.p10_s,
-                "p90_s": m.timing.p90_s, "bytes": m.bytes or 0,
-                "efficiency": m.flops / best[dt].flops,
+                "flops": flops, "median_s": timing.median_s, "p10_s": timing.p10_s,
+                "p90_s": timing.p90_s, "bytes": m.bytes or 0,
+                "efficiency": flops / best[dt][1],
             })
         curve.sort(key=lambda r: (r["dtype"], r["family"], r["impl"], r["M"], r["N"], r["K"]))
-        peaks = {"matmul_flops": {dt: m.flops for dt, m in best.items()},
-                 "matmul_source": {dt: _label(m) for dt, m in best.items()}}
+        peaks = {"matmul_flops": {dt: flops for dt, (_, flops) in best.items()},
+                 "matmul_source": {dt: _label(m) for dt, (m, _) in best.items()}}
         return {"peaks": peaks, "curves": {"matmul": curve}}
 
 

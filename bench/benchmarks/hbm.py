@@ -1,33 +1,40 @@
 """HBM (or DRAM, in CPU mode) bandwidth: copy, read-only, write-only and triad, Triton and PyTorch.
 
-Sweep: working-set sizes from well inside the last-level cache (L2 on GPU, LLC on CPU) to ≥ 8× it, so the
-curve shows the cache cliff. One point = (dtype, working set): a single random buffer of that size is carved
-into the arrays each op needs, so every op at a point touches the same number of bytes.
+Sweep: working-set sizes from well inside the last-level cache to >= 8x it, fp32 and bf16; one point is a
+(dtype, working set), a single random buffer carved into the arrays each op needs. Accounting: bytes read +
+bytes written (:func:`bytes_moved`). Every repetition is primed on the GPU; nothing is flushed (the sizes
+>= 8x cache are what the peak reads). Peak memory bandwidth = the best median among all timed kernels at
+working sets >= 8x cache; the best copy is reported beside it.
 
-Accounting (stated once, here): with N = bytes of one array, copy moves 2N (read + write), read N,
-write N, triad 3N. nvbandwidth counts a copy's bytes once; rooflab counts read + written, like BabelStream.
-
-Timing (GPU): no L2 flush (the sizes ≥ 8× cache are what the peak reads, and the smaller ones are meant to
-show the cache), but every repetition is primed (bench.timing, ``prime``): a 2 MiB copy takes ~2 µs, less
-than its launch, and would otherwise be timed at the host's launch rate, drawing the curve below the cliff.
-
-Peak memory bandwidth = best median among all timed kernels whose working set is ≥ 8× the cache. The copy
-figure is reported beside it (on Hopper read-only streams reach ~93–95% of spec, copies ~83–87%).
+How and why: docs/method.md ("hbm").
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from bench import checks, dtypes
-from bench.measurement import Check, Measurement, measured
+from bench.measurement import Check, Measurement, Mode, measured, timed_records
 from bench.registry import Benchmark, RunContext
 
+OPS = ("copy", "read", "write", "triad")
+# arrays each op touches: (read, written)
+ARRAYS = {"copy": (1, 1), "read": (1, 0), "write": (0, 1), "triad": (2, 1)}
 CACHE_MULTIPLE_FOR_PEAK = 8
 DTYPES = ("float32", "bfloat16")
 INTERP_ELEMENTS = 10_007  # odd, not a multiple of any block: exercises the masks
 READ_TOL = 1e-5  # |sum − ref| ≤ tol × Σ|x| with fp32 accumulation
+
+
+def bytes_moved(op: str, n_elements: int, element_size: int) -> int:
+    """Bytes ``op`` must move through memory on arrays of ``n_elements``: every array it reads is read once
+    and every array it writes is written once, so with N = bytes of one array copy moves 2N, read N, write N
+    and triad 3N (two reads, one write). Read and written bytes both count, as in BabelStream (nvbandwidth
+    counts a copy's bytes once)."""
+    reads, writes = ARRAYS[op]
+    return (reads + writes) * n_elements * element_size
 
 
 def _ws_sizes(cache: int, is_cuda: bool, quick: bool) -> list[int]:
@@ -94,7 +101,7 @@ class HBMBenchmark(Benchmark):
         return int(point["working_set_bytes"])
 
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
-        from kernels import hbm as K
+        from kernels import hbm as kern
 
         t = ctx.target
         dtype = dtypes.torch_dtype(point["dtype"])
@@ -108,59 +115,59 @@ class HBMBenchmark(Benchmark):
         multiple = ws / t.cache_bytes
         cache = (f"working set {multiple:.1f}x cache" + (" (>= 8x: counts for the peak)"
                  if multiple >= CACHE_MULTIPLE_FOR_PEAK else " (inside or near cache: curve only)"))
-        common = dict(benchmark=self.name, device=t.name, cache=cache)
+        mode: Mode = "cuda" if t.is_cuda else "cpu"
 
-        for op in K.OPS:
-            reads, writes = K.ARRAYS[op]
+        for op in OPS:
+            reads, writes = ARRAYS[op]
             n = ws // esize // (reads + writes)
             arrs = [buf[i * n:(i + 1) * n] for i in range(reads + writes)]
-            nbytes = K.bytes_moved(op, n, esize)
+            nbytes = bytes_moved(op, n, esize)
             params = {"op": op, "dtype": point["dtype"], "working_set_bytes": ws, "array_bytes": n * esize}
-            fns = self._fns(K, op, arrs, scalar, t.is_cuda)
+            fns = self._fns(kern, op, arrs, scalar, t.is_cuda)
             for impl in ("triton", "torch"):
                 interp = impl == "triton" and t.triton_interpreted
                 if interp:  # correctness only, on a small odd size with its own fresh data
-                    chk = self._check_small(K, op, dtype, t.torch_device, gen, scalar)
-                    out.append(measured(kernel=op, impl=impl, params=params, mode="interpreter",
-                                        timing=None, bytes=nbytes, check=chk, **common))
+                    chk = self._check_small(kern, op, dtype, t.torch_device, gen, scalar)
+                    out.append(measured(benchmark=self.name, kernel=op, impl=impl, params=params,
+                                        mode="interpreter", device=t.name, timing=None, bytes=nbytes, check=chk,
+                                        cache=cache))
                     continue
                 run, result, ref_chunk, tol = fns[impl]
                 chk = self._check(op, run, result, ref_chunk, tol, arrs)
                 # primed on GPU: the small in-cache points are shorter than a launch (bench/timing.py)
                 timing = ctx.time(run, prime=True) if chk.passed else None
-                mode = "cuda" if t.is_cuda else "cpu"
-                out.append(measured(kernel=op, impl=impl, params=params, mode=mode, timing=timing,
-                                    bytes=nbytes, check=chk, **common))
+                out.append(measured(benchmark=self.name, kernel=op, impl=impl, params=params, mode=mode,
+                                    device=t.name, timing=timing, bytes=nbytes, check=chk, cache=cache))
         del buf
         return out
 
     # -- kernels, their checks -------------------------------------------------------------------
     @staticmethod
-    def _fns(K, op, arrs, scalar, on_gpu):
+    def _fns(kern, op, arrs, scalar, on_gpu):
         """impl -> (callable to time, output getter, float64 reference by chunk, tolerance)."""
         tol = checks.tolerance(arrs[0].dtype)
         if op == "copy":
             src, dst = arrs
             ref = lambda lo, hi: src[lo:hi].double()  # noqa: E731
-            return {"triton": (lambda: K.triton_copy(src, dst), lambda: dst, ref, 0.0),
-                    "torch": (lambda: K.torch_copy(src, dst), lambda: dst, ref, 0.0)}
+            return {"triton": (lambda: kern.triton_copy(src, dst), lambda: dst, ref, 0.0),
+                    "torch": (lambda: kern.torch_copy(src, dst), lambda: dst, ref, 0.0)}
         if op == "write":
             (dst,) = arrs
             val = torch.tensor(scalar, dtype=dst.dtype).item()  # the value as the dtype stores it
             ref = lambda lo, hi: torch.full((hi - lo,), val, dtype=torch.float64)  # noqa: E731
-            return {"triton": (lambda: K.triton_write(dst, scalar), lambda: dst, ref, 0.0),
-                    "torch": (lambda: K.torch_write(dst, scalar), lambda: dst, ref, 0.0)}
+            return {"triton": (lambda: kern.triton_write(dst, scalar), lambda: dst, ref, 0.0),
+                    "torch": (lambda: kern.torch_write(dst, scalar), lambda: dst, ref, 0.0)}
         if op == "triad":
             b, c, a = arrs
             ref = lambda lo, hi: b[lo:hi].double() + scalar * c[lo:hi].double()  # noqa: E731
-            return {"triton": (lambda: K.triton_triad(a, b, c, scalar), lambda: a, ref, tol),
-                    "torch": (lambda: K.torch_triad(a, b, c, scalar), lambda: a, ref, tol)}
+            return {"triton": (lambda: kern.triton_triad(a, b, c, scalar), lambda: a, ref, tol),
+                    "torch": (lambda: kern.torch_triad(a, b, c, scalar), lambda: a, ref, tol)}
         (src,) = arrs
-        progs, _ = K.read_programs(src.numel(), on_gpu)
+        progs, _ = kern.read_programs(src.numel(), on_gpu)
         partial = torch.empty(progs, dtype=torch.float32, device=src.device)
         box: dict = {}
-        tri = lambda: box.__setitem__("r", K.triton_read(src, partial))  # noqa: E731
-        tor = lambda: box.__setitem__("r", K.torch_read(src))  # noqa: E731
+        tri = lambda: box.__setitem__("r", kern.triton_read(src, partial))  # noqa: E731
+        tor = lambda: box.__setitem__("r", kern.torch_read(src))  # noqa: E731
         return {"triton": (tri, lambda: box["r"], None, READ_TOL),
                 "torch": (tor, lambda: box["r"], None, READ_TOL)}
 
@@ -173,46 +180,49 @@ class HBMBenchmark(Benchmark):
         run()
         return checks.compare_chunked(result(), ref_chunk, tol, reference="float64 " + op)
 
-    def _check_small(self, K, op, dtype, device, gen, scalar) -> Check:
+    def _check_small(self, kern, op, dtype, device, gen, scalar) -> Check:
         n = INTERP_ELEMENTS
-        reads, writes = K.ARRAYS[op]
+        reads, writes = ARRAYS[op]
         arrs = [checks.random_tensor(n, dtype, device, gen, scale=0.5).add_(1.0) for _ in range(reads + writes)]
-        run, result, ref_chunk, tol = self._fns(K, op, arrs, scalar, on_gpu=False)["triton"]
+        run, result, ref_chunk, tol = self._fns(kern, op, arrs, scalar, on_gpu=False)["triton"]
         return self._check(op, run, result, ref_chunk, tol, arrs)
 
     # -- profile contribution ----------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
         cache = device.get("cache_bytes") or 1
-        curve, best, best_copy = [], None, None
-        for m in measurements:
-            if not m.timed or m.bandwidth_Bps is None:
+        curve: list[dict[str, Any]] = []
+        best: tuple[Measurement, float] | None = None  # (record, its bandwidth)
+        best_copy: tuple[Measurement, float] | None = None
+        for m, timing in timed_records(measurements):
+            bw = m.bandwidth_Bps
+            if bw is None:
                 continue
-            ws = int(m.params["working_set_bytes"])
+            ws = m.int_param("working_set_bytes")
             beyond = ws >= CACHE_MULTIPLE_FOR_PEAK * cache
             curve.append({
                 "op": m.kernel, "impl": m.impl, "dtype": m.params["dtype"], "working_set_bytes": ws,
-                "bandwidth_Bps": m.bandwidth_Bps, "median_s": m.timing.median_s,
-                "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "beyond_cache": beyond,
+                "bandwidth_Bps": bw, "median_s": timing.median_s,
+                "p10_s": timing.p10_s, "p90_s": timing.p90_s, "beyond_cache": beyond,
             })
             if beyond:
-                if best is None or m.bandwidth_Bps > best.bandwidth_Bps:
-                    best = m
-                if m.kernel == "copy" and (best_copy is None or m.bandwidth_Bps > best_copy.bandwidth_Bps):
-                    best_copy = m
+                if best is None or bw > best[1]:
+                    best = (m, bw)
+                if m.kernel == "copy" and (best_copy is None or bw > best_copy[1]):
+                    best_copy = (m, bw)
         curve.sort(key=lambda r: (r["op"], r["impl"], r["dtype"], r["working_set_bytes"]))
-        peaks: dict = {}
+        peaks: dict[str, Any] = {}
         if best is not None:
-            peaks["memory_bandwidth_Bps"] = best.bandwidth_Bps
-            peaks["memory_bandwidth_source"] = _label(best)
+            peaks["memory_bandwidth_Bps"] = best[1]
+            peaks["memory_bandwidth_source"] = _label(best[0])
         if best_copy is not None:
-            peaks["copy_bandwidth_Bps"] = best_copy.bandwidth_Bps
-            peaks["copy_bandwidth_source"] = _label(best_copy)
+            peaks["copy_bandwidth_Bps"] = best_copy[1]
+            peaks["copy_bandwidth_source"] = _label(best_copy[0])
         return {"peaks": peaks, "curves": {"hbm": curve}}
 
 
 def _label(m: Measurement) -> str:
     return (f"{m.impl} {m.kernel} {m.params['dtype']} at working set "
-            f"{int(m.params['working_set_bytes']) / 2**20:.0f} MiB")
+            f"{m.int_param('working_set_bytes') / 2**20:.0f} MiB")
 
 
 BENCHMARK = HBMBenchmark()

@@ -1,35 +1,24 @@
 """Fixed costs of running kernels: launch overhead, CUDA-graph replay, host↔device synchronisation.
 
 A roofline holds when kernels are long; a decode step at small batch launches hundreds of short ones, and
-what each launch costs is then part of the step. Measured here (one point per row):
+what each launch costs is then part of the step. Measured for an (almost) empty Triton kernel and a tiny
+PyTorch op (kernels/noop.py): ``launch`` (device time per kernel of N back-to-back eager launches),
+``host_launch`` (the host's cost of issuing one), ``graph_launch`` (the same N kernels replayed from one CUDA
+graph) and ``sync`` (a host↔device round trip). Accounting: per-kernel cost = time of N launches / N. The
+profile's ``overheads`` take the PyTorch op's numbers. CPU mode: the PyTorch op's per-op dispatch time;
+graphs and sync are GPU-only (skipped); the Triton no-op is checked in the interpreter, never timed.
 
-| kernel         | what                                                                | clock                  |
-|----------------|---------------------------------------------------------------------|------------------------|
-| `launch`       | per-kernel time of N back-to-back eager launches on the device      | CUDA events around N   |
-| `host_launch`  | what the host pays to issue one launch (nothing waits for the GPU)  | perf_counter around N  |
-| `graph_launch` | per-kernel time of the same N kernels replayed from one CUDA graph  | CUDA events, replay    |
-| `sync`         | tiny op + ``torch.cuda.synchronize()``: a round trip (an `.item()`) | perf_counter, per trip |
-
-each for two kernels: an (almost) empty Triton kernel and a tiny PyTorch op (``kernels/noop.py``).
-Accounting, stated once: per-kernel cost = (time of N back-to-back launches) / N. Eager `launch` is the
-larger of the host's issue rate and the device's per-kernel cost: it is what an eager program sees per
-kernel when kernels are short; `graph_launch` is what a CUDA-graph deployment sees.
-
-The profile's ``overheads.launch_s`` is the PyTorch op's eager `launch` (serving stacks launch PyTorch and
-library kernels), ``graph_launch_s`` its graph replay per kernel, ``sync_s`` the round trip.
-
-CPU mode: the PyTorch op is timed on the CPU (perf_counter around N calls, ÷ N): the per-op dispatch overhead,
-a real number for CPU inference. CUDA graphs and device synchronisation are GPU-only and recorded as skipped;
-the Triton no-op is checked in the interpreter (it writes a marker) but never timed.
+How and why: docs/method.md ("overhead").
 """
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 
 from bench import checks, timing
-from bench.measurement import Check, Measurement, measured, not_measured
+from bench.measurement import Check, Measurement, Mode, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 
 LAUNCHES_QUICK = 256  # kernels per timed sample: amortises the events, stays well inside CUDA's launch queue
@@ -67,32 +56,35 @@ class OverheadBenchmark(Benchmark):
                 {"op": "sync", "impl": "torch"}]
 
     def run_point(self, ctx: RunContext, point: dict) -> list[Measurement]:
-        from kernels import noop as K
+        from kernels import noop as kern
 
         t = ctx.target
         gen = checks.generator(t.torch_device, ctx.seed_for(point))
         rng = random.Random(ctx.seed_for(point))
         params = dict(point)
-        common = dict(benchmark=self.name, device=t.name, params=params, impl=point["impl"])
+
+        def record(kernel: str, mode: Mode, tm: timing.Timing | None, chk: Check, **extra: Any) -> Measurement:
+            return measured(benchmark=self.name, kernel=kernel, impl=point["impl"], params=params, mode=mode,
+                            device=t.name, timing=tm, check=chk, **extra)
 
         if point["impl"] == "torch":
-            x = checks.random_tensor(K.TINY_ELEMENTS, torch.float32, t.torch_device, gen)
+            x = checks.random_tensor(kern.TINY_ELEMENTS, torch.float32, t.torch_device, gen)
             out = torch.empty_like(x)
-            fn = lambda: K.torch_tiny(x, out)  # noqa: E731
+            fn = lambda: kern.torch_tiny(x, out)  # noqa: E731
 
             def check() -> Check:
                 checks.poison(out)
                 fn()
-                return checks.compare(out, K.torch_tiny_reference(x), checks.tolerance("float32"),
+                return checks.compare(out, kern.torch_tiny_reference(x), checks.tolerance("float32"),
                                       "float64 x + 1")
 
             def recheck() -> Check:  # after a graph replay: poison, replay, compare again
-                return checks.compare(out, K.torch_tiny_reference(x), checks.tolerance("float32"),
+                return checks.compare(out, kern.torch_tiny_reference(x), checks.tolerance("float32"),
                                       "float64 x + 1 (graph replay)")
         else:
             marker = torch.empty(1, dtype=torch.int32, device=t.torch_device)
             value = rng.randrange(2, 1 << 30)  # never 0/1: a marker a no-op could not leave by accident
-            fn = lambda: K.triton_noop(marker, value)  # noqa: E731
+            fn = lambda: kern.triton_noop(marker, value)  # noqa: E731
 
             def check() -> Check:
                 checks.poison(marker)
@@ -110,50 +102,48 @@ class OverheadBenchmark(Benchmark):
             if not t.is_cuda:
                 return [_skipped(ctx, "sync", point["impl"], params, SYNC_GPU_ONLY)]
             tm = timing.time_host(fn, t, round_trip=True, min_time_s=ctx.min_time_s) if chk.passed else None
-            return [measured(kernel="sync", mode="cuda", timing=tm, check=chk, how=HOW["sync"], **common)]
+            return [record("sync", "cuda", tm, chk, how=HOW["sync"])]
 
         n = int(point["launches"])
         if point["impl"] == "triton" and t.triton_interpreted:
             # the interpreter runs the no-op correctly, but how long it takes means nothing
-            return [measured(kernel="launch", mode="interpreter", timing=None, check=chk, **common),
+            return [record("launch", "interpreter", None, chk),
                     _skipped(ctx, "graph_launch", "triton", params, GRAPH_GPU_ONLY)]
         if not t.is_cuda:
             tm = ctx.time(fn, inner=n) if chk.passed else None
-            return [measured(kernel="launch", mode="cpu", timing=tm, check=chk, launches=n,
-                             how="per-op dispatch on the CPU: host clock around N calls, / N", **common),
+            return [record("launch", "cpu", tm, chk, launches=n,
+                           how="per-op dispatch on the CPU: host clock around N calls, / N"),
                     _skipped(ctx, "graph_launch", point["impl"], params, GRAPH_GPU_ONLY)]
 
         recs: list[Measurement] = []
         tm = ctx.time(fn, inner=n) if chk.passed else None
-        recs.append(measured(kernel="launch", mode="cuda", timing=tm, check=chk, launches=n,
-                            how=HOW["launch"], **common))
+        recs.append(record("launch", "cuda", tm, chk, launches=n, how=HOW["launch"]))
         tm = timing.time_host(fn, t, inner=n, min_time_s=ctx.min_time_s) if chk.passed else None
-        recs.append(measured(kernel="host_launch", mode="cuda", timing=tm, check=chk, launches=n,
-                            how=HOW["host_launch"], **common))
+        recs.append(record("host_launch", "cuda", tm, chk, launches=n, how=HOW["host_launch"]))
         if not chk.passed:
-            recs.append(measured(kernel="graph_launch", mode="cuda", timing=None, check=chk, **common))
+            recs.append(record("graph_launch", "cuda", None, chk))
             return recs
         graph = _capture(fn, n)
         poison = (lambda: checks.poison(out)) if point["impl"] == "torch" else (lambda: checks.poison(marker))
         gchk = _graph_check(graph, recheck, poison)
         tm = timing.per_call(ctx.time(graph.replay), n) if gchk.passed else None
         replay_host = timing.time_host(graph.replay, t, min_time_s=ctx.min_time_s) if gchk.passed else None
-        recs.append(measured(kernel="graph_launch", mode="cuda", timing=tm, check=gchk, launches=n,
-                            how=HOW["graph_launch"],
-                            replay_host_s=replay_host.median_s if replay_host else None, **common))
+        recs.append(record("graph_launch", "cuda", tm, gchk, launches=n, how=HOW["graph_launch"],
+                           replay_host_s=replay_host.median_s if replay_host else None))
         del graph
         return recs
 
     # -- profile contribution ----------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
-        costs, fields, notes = [], {}, []
+        costs: list[dict[str, Any]] = []
+        fields: dict[str, float] = {}
+        notes: list[str] = []
         for m in measurements:
             if m.status == "skipped" and m.reason and m.reason not in notes:
                 notes.append(m.reason)
-            if not m.timed:
-                continue
-            costs.append({"name": m.kernel, "impl": m.impl, "mode": m.mode, "median_s": m.timing.median_s,
-                          "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s, "n": m.timing.n,
+        for m, tm in timed_records(measurements):
+            costs.append({"name": m.kernel, "impl": m.impl, "mode": m.mode, "median_s": tm.median_s,
+                          "p10_s": tm.p10_s, "p90_s": tm.p90_s, "n": tm.n,
                           "launches": m.params.get("launches"),
                           "how": m.extra.get("how") or HOW.get(m.kernel, "")})
         for field, (kernel, impl) in ROLES.items():

@@ -1,51 +1,26 @@
 """Host↔device copies over the host link (PCIe): what loading weights or offloading KV cache costs.
 
-Sweep (GPU): buffer sizes from 4 KiB to 1 GiB (steps below) × host memory kind
-(pinned = page-locked, pageable = ordinary ``malloc`` memory that the driver stages through a pinned
-bounce buffer). Per point three copies, each checked on fresh random data (destination poisoned first,
-copied content compared bit for bit with the source) before it is timed:
+Sweep (GPU): buffer sizes from 4 KiB to 1 GiB x host memory kind (pinned, pageable), and GPU-to-GPU peer
+copies with >= 2 GPUs. Per point ``h2d``, ``d2h`` and ``bidir`` (both at once, each on its own stream), each
+checked bit for bit on fresh random data before it is timed. Accounting: a copy moves its bytes once
+through the link (size; bidir 2 x size), bandwidth = bytes / median time. Pinned copies are primed,
+pageable ones timed as a program sees them; nothing is flushed. Every (direction, memory) curve gets a
+latency-bandwidth fit (bench.fit), and the link's line rate comes from NVML and
+``bench.telemetry.PCIE_LANE_Bps``. CPU mode has no device: the point is recorded as skipped.
 
-| kernel  | what                                                        | bytes (stated once, here)  |
-|---------|-------------------------------------------------------------|----------------------------|
-| `h2d`   | host → device, ``Tensor.copy_(non_blocking=True)``           | size                       |
-| `d2h`   | device → host                                               | size                       |
-| `bidir` | both at once, each on its own CUDA stream                    | 2 × size (one each way)    |
-| `d2d`   | GPU 0 ↔ GPU 1 (peer), only with ≥ 2 GPUs (memory "peer")     | size                       |
-
-(With pageable memory the host waits while the driver stages each copy, so `bidir` barely overlaps the
-two directions: it says what a program using pageable buffers gets.)
-
-A copy moves its bytes once through the link, so bandwidth = bytes / median time (this is how
-nvbandwidth and NVIDIA's bandwidthTest count a host↔device copy). Timing: CUDA events around each copy on
-the current stream (the two-stream copy is fenced onto it), after warm-up. Pinned copies are primed
-(``time_fn(prime=True)``): a small copy is enqueued more slowly than the DMA runs, and the events would
-time the host's enqueue instead. Pageable copies make the host wait inside the driver (staging), so they are
-timed as a program sees them, unprimed. No cache can flatter a PCIe copy of host memory, so nothing is
-flushed.
-
-The link's theoretical rate per direction comes from NVML (maximum PCIe generation × width) and the per-lane
-line rates in ``bench.telemetry.PCIE_LANE_Bps`` (the one table, shared with ``rooflab doctor``): 0.985 /
-1.969 / 3.938 GB/s per lane for Gen3/4/5, 32 GT/s × 16 lanes = 63 GB/s per direction on a Gen5 x16 link.
-These are line rates: packet headers cost a further ~10–20%, so a healthy pinned copy reaches roughly 80–90%
-of them. The current generation is sampled right after a copy, under load: an idle link trains down to a
-lower generation.
-
---quick measures pinned memory at every ×4 size and pageable memory at every ×16 size (4 KiB, 64 KiB, …,
-1 GiB: enough for its latency–bandwidth fit); --full measures both at every ×2 size.
-
-Every (direction, memory) curve gets a latency–bandwidth fit (bench/fit.py). CPU mode has no device: the
-point is recorded as skipped.
+How and why: docs/method.md ("transfer").
 """
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 
 from bench import checks
 from bench.fit import geometric_sizes, try_fit
-from bench.measurement import Check, Measurement, measured, not_measured
+from bench.measurement import Check, Measurement, measured, not_measured, timed_records
 from bench.registry import Benchmark, RunContext
 from bench.telemetry import PCIE_SOURCE, PCIE_LANE_Bps, pcie_rate_Bps  # noqa: F401 - the one PCIe table
 
@@ -185,7 +160,8 @@ class TransferBenchmark(Benchmark):
 
     # -- profile contribution ----------------------------------------------------------------------
     def summarize(self, measurements: list[Measurement], device: dict) -> dict:
-        curves, link = [], {}
+        curves: list[dict[str, Any]] = []
+        link: dict[str, int] = {}
         for m in measurements:
             for k in ("pcie_generation", "pcie_width"):
                 if m.extra.get(k):
@@ -193,12 +169,13 @@ class TransferBenchmark(Benchmark):
             for k in ("pcie_current_generation", "pcie_current_width"):  # highest seen under load
                 if m.extra.get(k):
                     link[k] = max(link.get(k, 0), m.extra[k])
-            if not m.timed or m.bandwidth_Bps is None:
+        for m, timing in timed_records(measurements):
+            if m.bandwidth_Bps is None:
                 continue
             curves.append({"direction": m.kernel, "memory": m.params["memory"],
-                           "size_bytes": int(m.params["size_bytes"]), "bytes": m.bytes,
-                           "bandwidth_Bps": m.bandwidth_Bps, "median_s": m.timing.median_s,
-                           "p10_s": m.timing.p10_s, "p90_s": m.timing.p90_s})
+                           "size_bytes": m.int_param("size_bytes"), "bytes": m.bytes,
+                           "bandwidth_Bps": m.bandwidth_Bps, "median_s": timing.median_s,
+                           "p10_s": timing.p10_s, "p90_s": timing.p90_s})
         if not curves and not link:
             return {}
         curves.sort(key=lambda c: (c["direction"], c["memory"], c["size_bytes"]))

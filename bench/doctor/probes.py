@@ -19,6 +19,7 @@ def probe_hbm(target: Any, quick: bool) -> dict[str, Any]:
     from kernels import hbm as hbm_kernels
 
     from .. import checks
+    from ..benchmarks.hbm import bytes_moved
     from ..timing import time_fn
 
     ws = max(1 << 30, 16 * int(target.cache_bytes or 0))
@@ -42,8 +43,8 @@ def probe_hbm(target: Any, quick: bool) -> dict[str, Any]:
     min_t = 0.2 if quick else 0.6
     t_copy = time_fn(lambda: hbm_kernels.torch_copy(src, dst), target, min_time_s=min_t)
     t_read = time_fn(lambda: hbm_kernels.torch_read(buf), target, min_time_s=min_t)
-    return {"passed": True, "copy_Bps": hbm_kernels.bytes_moved("copy", n, 4) / t_copy.median_s,
-            "read_Bps": hbm_kernels.bytes_moved("read", 2 * n, 4) / t_read.median_s, "working_set_bytes": 2 * n * 4,
+    return {"passed": True, "copy_Bps": bytes_moved("copy", n, 4) / t_copy.median_s,
+            "read_Bps": bytes_moved("read", 2 * n, 4) / t_read.median_s, "working_set_bytes": 2 * n * 4,
             "copy_spread": t_copy.spread, "read_spread": t_read.spread}
 
 

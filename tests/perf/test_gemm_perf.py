@@ -4,10 +4,10 @@ In the normal test run (--benchmark-disable) each runs once as a plain test, so 
 """
 import torch
 
-from bench.benchmarks import gemm as G
+from bench.benchmarks import gemm
 from bench.measurement import measured
 from bench.timing import summarize
-from kernels import gemm as K
+from kernels import gemm as kern
 
 
 def test_perf_torch_matmul_fp32_512_one_thread(benchmark):
@@ -19,7 +19,7 @@ def test_perf_torch_matmul_fp32_512_one_thread(benchmark):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        benchmark(K.torch_matmul, a, w.t(), out)
+        benchmark(kern.torch_matmul, a, w.t(), out)
     finally:
         torch.set_num_threads(threads)
     assert torch.allclose(out.double(), a.double() @ w.double().t(), rtol=1e-4, atol=1e-4)
@@ -29,8 +29,8 @@ def test_perf_gemm_summarize_600_points(benchmark):
     t = summarize([1e-3, 1.1e-3, 1.2e-3], "cuda_events")
     recs = [measured(benchmark="gemm", kernel="matmul", impl="torch", mode="cuda", device="x", timing=t,
                      params={"family": "mamf", "dtype": dt, "M": 1024 + i, "N": 2048, "K": 4096},
-                     flop_count=G.flop_count(1024 + i, 2048, 4096))
+                     flop_count=gemm.flop_count(1024 + i, 2048, 4096))
             for dt in ("bfloat16", "float16", "float8_e4m3fn") for i in range(200)]
-    s = benchmark(G.BENCHMARK.summarize, recs, {})
+    s = benchmark(gemm.BENCHMARK.summarize, recs, {})
     assert len(s["curves"]["matmul"]) == 600
-    assert s["peaks"]["matmul_flops"]["bfloat16"] == G.flop_count(1223, 2048, 4096) / t.median_s
+    assert s["peaks"]["matmul_flops"]["bfloat16"] == gemm.flop_count(1223, 2048, 4096) / t.median_s

@@ -4,22 +4,22 @@ In the normal test run (--benchmark-disable) each runs once as a plain test, so 
 """
 import torch
 
-from bench import measurement as M
+from bench import measurement
 from bench.timing import summarize
-from kernels import hbm as K
+from kernels import hbm as kern
 
 
 def test_perf_torch_copy_16mib(benchmark):
     src = torch.randn(4 << 20)
     dst = torch.empty_like(src)
-    benchmark(K.torch_copy, src, dst)
+    benchmark(kern.torch_copy, src, dst)
     assert torch.equal(dst, src)
 
 
 def test_perf_torch_triad_16mib(benchmark):
     b, c = torch.randn(4 << 20), torch.randn(4 << 20)
     a = torch.empty_like(b)
-    benchmark(K.torch_triad, a, b, c, 0.5)
+    benchmark(kern.torch_triad, a, b, c, 0.5)
     assert torch.allclose(a, b + 0.5 * c)
 
 
@@ -30,14 +30,14 @@ def test_perf_summarize_10k_samples(benchmark):
 
 
 def test_perf_jsonl_roundtrip(benchmark, tmp_path):
-    recs = [M.Measurement(benchmark="hbm", kernel="copy", impl="torch", mode="cpu", params={"i": i})
+    recs = [measurement.Measurement(benchmark="hbm", kernel="copy", impl="torch", mode="cpu", params={"i": i})
             for i in range(200)]
     p = tmp_path / "m.jsonl"
 
     def roundtrip():
         p.unlink(missing_ok=True)
-        M.append(p, recs)
-        return M.read(p)
+        measurement.append(p, recs)
+        return measurement.read(p)
 
     got = benchmark(roundtrip)
     assert len(got) == 200
