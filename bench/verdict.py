@@ -9,12 +9,21 @@ thresholds and their sources.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from . import thresholds
 from .profile import Profile
 from .thresholds import Band
+
+
+class _HasImpl(Protocol):
+    @property
+    def impl(self) -> str: ...
+
+
+P = TypeVar("P", bound=_HasImpl)
 
 Status = Literal["pass", "warn", "fail", "miss", "n/a"]
 
@@ -87,8 +96,7 @@ def evaluate(profile: Profile, spec: Profile | None = None) -> list[Verdict]:
     interp = "CPU mode: Triton runs in the interpreter (correctness only, never timed)"
     # Triton copy vs torch copy_: the best beyond-cache point of each
     copies = [p for p in profile.curves.hbm if p.op == "copy" and p.beyond_cache]
-    tri = max([p for p in copies if p.impl == "triton"], key=lambda p: p.bandwidth_Bps, default=None)
-    tor = max([p for p in copies if p.impl == "torch"], key=lambda p: p.bandwidth_Bps, default=None)
+    tri, tor = (_best(copies, impl, lambda p: p.bandwidth_Bps) for impl in ("triton", "torch"))
     checks.append(_kernel(
         "Triton copy vs torch copy_", tri.bandwidth_Bps if tri else None, tor.bandwidth_Bps if tor else None,
         TRITON_COPY_OF_TORCH,
@@ -97,8 +105,7 @@ def evaluate(profile: Profile, spec: Profile | None = None) -> list[Verdict]:
         interp if not gpu else "needs both Triton and torch copy points beyond the cache"))
     # Triton bf16 matmul vs cuBLAS: the peak of each over every shape measured
     mm = [p for p in profile.curves.matmul if p.dtype == "bfloat16"]
-    tri_m = max([p for p in mm if p.impl == "triton"], key=lambda p: p.flops, default=None)
-    tor_m = max([p for p in mm if p.impl == "torch"], key=lambda p: p.flops, default=None)
+    tri_m, tor_m = (_best(mm, impl, lambda p: p.flops) for impl in ("triton", "torch"))
     checks.append(_kernel(
         "Triton bf16 matmul vs cuBLAS", tri_m.flops if tri_m else None, tor_m.flops if tor_m else None,
         TRITON_MATMUL_OF_CUBLAS,
@@ -138,3 +145,8 @@ def summary(checks: list[Verdict]) -> str:
     else:
         kern_s = f"kernels: {sum(c.status == 'pass' for c in kern)}/{len(kern)} reach their targets"
     return f"{card_s}; {kern_s}"
+
+
+def _best(points: list[P], impl: str, key: Callable[[P], float]) -> P | None:
+    """The point of ``impl`` with the largest ``key``, or None when it has none."""
+    return max((p for p in points if p.impl == impl), key=key, default=None)

@@ -85,12 +85,9 @@ def check_pcie_link(f: Findings) -> CardCheck:
 
 
 def check_host_device(f: Findings, exp: Expected) -> CardCheck:
-    p = f.probes.get("pcie")
-    if p is None:
-        return _not_run("host_device_bandwidth", "host↔device copies")
-    v = _probe_problem("host_device_bandwidth", p, "host↔device copies")
-    if v is not None:
-        return v
+    p = _probe(f, "pcie", "host_device_bandwidth", "host↔device copies")
+    if isinstance(p, CardCheck):
+        return p
     h2d, d2h = p.values.get("h2d_Bps"), p.values.get("d2h_Bps")
     worst = _copied_Bps(f)
     if worst is None:
@@ -116,18 +113,18 @@ def check_host_device(f: Findings, exp: Expected) -> CardCheck:
     return card_check("host_device_bandwidth", st, measured, expected, reason, h2d_Bps=h2d, d2h_Bps=d2h, link_Bps=link)
 
 
-def _not_run(check: str, what: str) -> CardCheck:
-    return card_check(check, "SKIP", "", "", f"the {what} probe did not run")
-
-
-def _probe_problem(check: str, p: ProbeResult, what: str) -> CardCheck | None:
-    """The check's outcome when the probe crashed or computed wrong results; None when it ran and was right."""
+def _probe(f: Findings, probe: str, check: str, what: str) -> ProbeResult | CardCheck:
+    """The probe's result when it ran and computed right; else the check's outcome (SKIP when it did not run,
+    WARN when it could not, FAIL when its results were wrong)."""
+    p = f.probes.get(probe)
+    if p is None:
+        return card_check(check, "SKIP", "", "", f"the {what} probe did not run")
     if p.error:
         return card_check(check, "WARN", "", "", f"the {what} probe could not run: {p.error}")
     if p.passed is False:
         return card_check(check, "FAIL", "wrong results", "correct results",
                           f"the {what} probe computed wrong results: {p.detail}")
-    return None
+    return p
 
 
 _GRADE: dict[thresholds.Grade, CheckStatus] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
@@ -158,12 +155,9 @@ def _perf_check(check: str, what: str, value: float | None, unit: str, exp: Expe
 
 
 def check_hbm(f: Findings, exp: Expected) -> CardCheck:
-    p = f.probes.get("hbm")
-    if p is None:
-        return _not_run("hbm_bandwidth", "HBM")
-    v = _probe_problem("hbm_bandwidth", p, "HBM")
-    if v is not None:
-        return v
+    p = _probe(f, "hbm", "hbm_bandwidth", "HBM")
+    if isinstance(p, CardCheck):
+        return p
     out = _perf_check("hbm_bandwidth", "HBM copy", p.values.get("copy_Bps"), "B/s", exp,
                       exp.spec.memory_bandwidth_Bps if exp.spec else None, exp.hbm,
                       bool(f.identity.get("mig_enabled")))
@@ -175,12 +169,9 @@ def check_hbm(f: Findings, exp: Expected) -> CardCheck:
 
 
 def check_matmul(f: Findings, exp: Expected) -> CardCheck:
-    p = f.probes.get("matmul")
-    if p is None:
-        return _not_run("matmul", "matmul")
-    v = _probe_problem("matmul", p, "matmul")
-    if v is not None:
-        return v
+    p = _probe(f, "matmul", "matmul", "matmul")
+    if isinstance(p, CardCheck):
+        return p
     shape = p.values.get("shape", "")
     return _perf_check("matmul", f"bf16 matmul {shape}".strip(), p.values.get("flops"), "FLOP/s", exp,
                        exp.spec.bf16_flops if exp.spec else None, exp.matmul, bool(f.identity.get("mig_enabled")))
