@@ -36,8 +36,8 @@ OF_HEALTHY = Band(pass_at=0.95, warn_at=0.85)
 
 # What a healthy card measures, as a fraction of its spec-sheet figure:
 # * copy (torch copy_ or a Triton copy, read + write bytes, working set far past L2): Hopper copies reach ~83-87%
-#   of the HBM spec in BabelStream (UoB-HPC/BabelStream) runs; rooflab's copy on an H100 SXM and an H200 measured
-#   about 90%.
+#   of the HBM spec in BabelStream (UoB-HPC/BabelStream) runs; a torch device copy on an H100 SXM and on an H200
+#   reached about 90%.
 HEALTHY_COPY_OF_SPEC = 0.87
 # * bf16 matmul of one fixed 8192^3 shape held for a second or more (the doctor's probe): the best shape reaches
 #   ~80% of the dense spec (mamf-finder, in stas00/ml-engineering), and sustained GEMM on an H100 SXM runs at its

@@ -172,7 +172,8 @@ class ReportData:
     throttled: list[str] = field(default_factory=list)  # records flagged as taken while throttled
     pareto: Pareto | None = None
     pareto_note: str = ""
-    verdict: list = field(default_factory=list)  # bench.verdict.Check: the card vs its spec, the kernels vs the library
+    # bench.verdict.Verdict: the card vs its spec, the kernels vs the library
+    verdict: list = field(default_factory=list)
 
     @property
     def cache_bytes(self) -> int | None:

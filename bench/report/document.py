@@ -126,8 +126,9 @@ def _verdict(rd: ReportData) -> list[Block]:
     if not rd.verdict:
         return out + [_missing()]
     out.append(Para(f"{summary(rd.verdict)}. Card checks hold a measured peak against the spec sheet (pass at the "
-                    "threshold a healthy card of its kind reaches, warn within 80 % of it, fail below); kernel checks "
-                    "hold rooflab's Triton kernels against the trusted library on the same card (pass or miss)."))
+                    "threshold a healthy card of its kind reaches, warn down to a stated line below it, fail below); "
+                    "kernel checks hold rooflab's Triton kernels against the trusted library on the same card "
+                    "(pass or miss)."))
 
     def val(c, x):
         return "–" if x is None else f"{x * 1e6:,.1f} µs" if c.unit == "s" else fmt_rate(x, c.unit)
