@@ -131,7 +131,7 @@ class ServingRow(prof.StrictModel):
         """The model preset in the row's formats."""
         base = models.PRESETS.get(self.model)
         if base is None:
-            raise ServingError(f"row {self.id}: unknown model {self.model!r} (presets: {', '.join(models.PRESETS)})")
+            raise ServingError(f"unknown model {self.model!r} (presets: {', '.join(models.PRESETS)})")
         dense, expert = self.formats
         return base.model_copy(update={"weight_dtype": dense,
                                        "expert_weight_dtype": expert if base.is_moe else None})
