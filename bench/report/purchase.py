@@ -155,7 +155,7 @@ def blocks(p: Purchase, plots: dict[str, Any]) -> tuple[str, list[Block]]:
                     "(profiles/serving.json; `rooflab validate --published` holds every one against the model). "
                     "Fraction: published / the roofline's prediction for that result's own deployment on the card."))
     out.append(Table(["card", "public result", "fraction of its roofline", "source"],
-                     [[c.label, c.public.summary() if c.public else c.public_note,
+                     [[c.label, c.public.summary(fraction=False) if c.public else c.public_note,
                        "–" if c.public is None or c.public.fraction is None else f"{c.public.fraction:.0%}",
                        c.public.row.source if c.public else "–"] for c in p.cards]))
     out.append(Heading("Notes"))

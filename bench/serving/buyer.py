@@ -39,7 +39,7 @@ class PublicResult:
                 "published": r.rate, "unit": r.unit, "predicted": self.predicted, "fraction": self.fraction,
                 "source": r.source, "note": self.note}
 
-    def summary(self) -> str:
+    def summary(self, fraction: bool = True) -> str:
         r = self.row
         layout = f"{r.gpus} GPU" + ("s" if r.gpus > 1 else "") + (
             f", DP attention + EP{r.ep}" if r.attention_dp else f", tp {r.tp}" + (f"/ep {r.ep}" if r.ep > 1 else ""))
@@ -47,7 +47,7 @@ class PublicResult:
                 f"{r.lengths}, {r.scenario}: {r.rate:.4g} {r.unit}")
         if self.fraction is None:
             return f"{head} ({self.note})"
-        return f"{head} = {self.fraction:.0%} of this card's roofline for that deployment"
+        return f"{head} = {self.fraction:.0%} of this card's roofline for that deployment" if fraction else head
 
 
 @dataclass
@@ -134,6 +134,10 @@ def compare_cards(entries: list[tuple[str, prof.Profile]], model: models.ModelSp
         if row is None:
             c.public_note = (f"no public result for {model.name} in {'/'.join(dict.fromkeys(formats))} on "
                              f"{card or label}")
+            other = sorted({"/".join(dict.fromkeys(r.formats)) for r in rows or [] if r.card == card
+                            and r.model in models.PRESETS and same_architecture(models.PRESETS[r.model], model)})
+            if other:
+                c.public_note += f" (published there in {', '.join(other)})"
         else:
             try:
                 c.public = PublicResult(row, predict(row, p).rate)
