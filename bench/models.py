@@ -375,7 +375,26 @@ PRESETS: dict[str, ModelSpec] = {m.name: m for m in [
               sliding_window=128, sliding_window_layers=18, weight_dtype="bf16", expert_weight_dtype="mxfp4",
               total_params=116.8e9, active_params=5.1e9,
               source=_SRC + "; experts MXFP4, the rest bf16; alternating sliding-window (128) and full attention"),
+    # Llama 2 (multi-head attention in 7B and 13B, GQA in 70B); totals: the Hugging Face model pages' counts
+    ModelSpec(name="llama-2-7b", family="dense", layers=32, hidden=4096, heads=32, kv_heads=32, head_dim=128,
+              ffn_intermediate=11008, vocab=32000, weight_dtype="fp16", total_params=6.74e9, active_params=6.74e9,
+              source="huggingface.co/meta-llama/Llama-2-7b-hf config.json"),
+    ModelSpec(name="llama-2-13b", family="dense", layers=40, hidden=5120, heads=40, kv_heads=40, head_dim=128,
+              ffn_intermediate=13824, vocab=32000, weight_dtype="fp16", total_params=13.0e9, active_params=13.0e9,
+              source="huggingface.co/meta-llama/Llama-2-13b-hf config.json"),
+    ModelSpec(name="llama-2-70b", family="dense", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
+              ffn_intermediate=28672, vocab=32000, weight_dtype="fp16", total_params=69.0e9, active_params=69.0e9,
+              source="huggingface.co/meta-llama/Llama-2-70b-hf config.json"),
 ]}
+# Releases that keep an earlier model's architecture: the same shapes under their own names.
+_SAME_ARCHITECTURE = {
+    "llama-3.3-70b": ("llama-3.1-70b", "huggingface.co/meta-llama/Llama-3.3-70B-Instruct config.json "
+                                       "(the Llama 3.1 70B dimensions)"),
+    "deepseek-r1": ("deepseek-v3", "huggingface.co/deepseek-ai/DeepSeek-R1 config.json (DeepseekV3ForCausalLM, "
+                                   "the DeepSeek-V3 dimensions); the MTP module not counted"),
+}
+for _name, (_base, _source) in _SAME_ARCHITECTURE.items():
+    PRESETS[_name] = PRESETS[_base].model_copy(update={"name": _name, "source": _source})
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -7,7 +7,8 @@ import pytest
 from bench import models as M
 
 PRESETS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b",
-           "deepseek-v3", "gpt-oss-120b", "kimi-k2"]
+           "deepseek-v3", "gpt-oss-120b", "kimi-k2", "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.3-70b",
+           "deepseek-r1"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -268,7 +268,8 @@ def _print_estimate(est) -> None:
 # ------------------------------------------------------------------------------------------------ compare
 @app.command("compare")
 def compare_cmd(
-    cards: list[str] = typer.Argument(..., metavar="A B ...", help="Profiles (spec or measured), by name or path."),
+    cards: list[str] = typer.Argument(..., metavar="A B ...", help="Cards by name (each card's most real profile: "
+                                      "measured, published, spec), or profile paths."),
     model: str = typer.Option(..., "--model", metavar="NAME|PATH", help=MODEL_HELP),
     context: int = typer.Option(8192, "--context", help="Cached tokens per sequence."),
     target: float | None = typer.Option(None, "--target-tokens-per-user",
@@ -276,14 +277,22 @@ def compare_cmd(
                                                 "best throughput under it."),
     tp: int | None = typer.Option(None, "--tp", help="Fix tensor parallelism (default: fewest GPUs that fit)."),
     ep: int | None = typer.Option(None, "--ep", help="Fix expert parallelism (default: fewest GPUs that fit)."),
+    weight_dtype: str | None = typer.Option(None, "--weight-dtype", help="bf16, fp8, nvfp4, ... (default: as "
+                                               "released); a card without tensor cores for it is refused."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache dtype (fp8 where the card has FP8)."),
     price: list[str] | None = typer.Option(None, "--price", help="CARD=USD per GPU-hour (repeatable)."),
     plot: str | None = typer.Option(None, "--plot", metavar="FILE.png",
                                        help="Also draw tokens/s per GPU vs per user and $/Mtok for each card."),
+    html: str | None = typer.Option(None, "--html", metavar="FILE.html",
+                                       help="Also write the purchase page: one self-contained HTML file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Cards side by side for a model: throughput per GPU and $/Mtok at a per-user speed, max batch, bound."""
+    """Cards side by side for a model: throughput per GPU and $/Mtok at a per-user speed, the deployment, batch
+    and bound, where each card's numbers come from, and the closest published serving result."""
+    from bench import models as md
     from bench import profile as prof
-    from bench import roofline
+    from bench import roofline, serving
+    from bench.serving import buyer
 
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--target-tokens-per-user", target, 1e-6, 1e9)
@@ -291,41 +300,85 @@ def compare_cmd(
     unknown = sorted(set(prices) - set(cards))
     if unknown:
         raise CLIError(f"--price names {', '.join(unknown)}, which is not among the cards compared")
+    for opt, path in (("--html", html), ("--plot", plot)):
+        if path is not None and not path.lower().endswith(".html" if opt == "--html" else ".png"):
+            raise CLIError(f"{opt} wants a file name ending in {'.html' if opt == '--html' else '.png'}, not {path!r}")
     profs = [(c, _profile(c)) for c in cards]
     mdl = _model(model)
-    dep = None
-    if tp is not None or ep is not None:
-        dep = _deployment(tp or 1, ep or 1, None, None, "bf16")
     try:
-        rows = roofline.compare(profs, mdl, context=context, target_tokens_per_user=target, deployment=dep,
-                                prices=prices)
-    except (roofline.RooflineError, prof.ProfileError) as e:
+        formats = {"--weight-dtype": md.norm_dtype(weight_dtype) if weight_dtype else None,
+                   "--kv-dtype": md.norm_dtype(kv_dtype)}
+    except md.ModelError as e:
+        raise CLIError(str(e)) from None
+    lacking = buyer.lacking_formats(profs, formats)
+    if lacking:
+        raise CLIError("; ".join(lacking) + " (its profile lists no matmul rate for it): drop the card or the format")
+    base = _deployment(1, 1, None, weight_dtype, kv_dtype)
+    fixed = _deployment(tp or 1, ep or 1, None, weight_dtype, kv_dtype) if tp is not None or ep is not None else None
+    try:
+        rows = serving.load()
+        purchase = buyer.compare_cards(profs, mdl, context=context, target=target, base=base, fixed=fixed,
+                                       prices=prices, rows=rows, by_kind=html is not None)
+    except (roofline.RooflineError, prof.ProfileError, serving.ServingError) as e:
         raise CLIError(str(e)) from None
     if plot is not None:  # the throughput–interactivity plot (bench.report.build.compare_plot)
         from bench.report import build as report_build
 
         try:
-            report_build.compare_plot(profs, mdl, plot, context=context, prices=prices, deployment=dep)
+            report_build.compare_plot(profs, mdl, plot, context=context, prices=prices, deployment=fixed, base=base)
         except (report_build.ReportError, OSError) as e:
             raise CLIError(f"--plot: {e}") from None
+    if html is not None:
+        from bench.report import purchase as page
+
+        try:
+            page.write(html, purchase, profs, mdl, prices=prices, base=base, fixed=fixed)
+        except OSError as e:
+            raise CLIError(f"--html: cannot write {html}: {e.strerror or e}") from None
     if json_out:
-        echo_json({"model": mdl.name, "context": context, "target_tokens_per_user": target,
-                    "rows": [r.as_dict() for r in rows]})
+        doc = purchase.as_dict()
+        if html is not None:
+            doc["html"] = html
+        echo_json(doc)
         return
+    _print_purchase(purchase, html)
+
+
+def _count(v: float | None) -> str:
+    """A rate for a table: whole numbers from 1000 up (no exponent), 4 significant digits below."""
+    return "–" if v is None else f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def _print_purchase(purchase, html: str | None) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{mdl.name}, context {context}"
+    target = purchase.target
+    t = Table(title=f"{purchase.model}, context {purchase.context}, weights {purchase.weight_dtype or 'as released'}"
+                    f", KV {purchase.kv_dtype}"
                     + (f", at >= {target:g} tokens/s per user" if target else ", best throughput"))
-    for c in ("card", "kind", "GPUs (tp/ep)", "max batch", "batch", "tok/s/GPU", "tok/s/user", "$/GPU-h", "$/Mtok",
-              "bound"):
-        t.add_column(c, justify="left" if c in ("card", "kind", "bound") else "right")
-    for r in rows:
-        t.add_row(r.gpu, r.kind, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
+    for c in ("card", "from", "GPUs (tp/ep)", "max batch", "batch", "tok/s/GPU", "tok/s/user", "$/GPU-h", "$/Mtok",
+              "bound", "public result"):
+        t.add_column(c, justify="left" if c in ("card", "from", "bound", "public result") else "right")
+    for c in purchase.cards:
+        r, pub = c.result, c.public
+        public = "–" if pub is None else (f"{_count(pub.row.rate)} {pub.row.unit}"
+                                          + (f" = {pub.fraction:.0%}" if pub.fraction is not None else ""))
+        t.add_row(r.gpu, c.source, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
                   "–" if r.batch is None else str(r.batch),
-                  "–" if r.tokens_per_s_per_gpu is None else f"{r.tokens_per_s_per_gpu:.4g}",
-                  "–" if r.tokens_per_s_per_user is None else f"{r.tokens_per_s_per_user:.4g}",
-                  usd(r.price_usd_per_hour), usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""))
-    console().print(t)
+                  _count(r.tokens_per_s_per_gpu), _count(r.tokens_per_s_per_user), usd(r.price_usd_per_hour),
+                  usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""), public)
+    con = console()
+    con.print(t)
+    con.print("from: the kinds of profile each card's numbers come from (measured > published > spec); public "
+              "result: the closest published serving result and the fraction of its roofline it reached",
+              markup=False)
+    for c in purchase.cards:
+        if c.public is not None:
+            con.print(f"- {c.result.gpu}: {c.public.summary()}; source: {c.public.row.source}", markup=False)
+        else:
+            con.print(f"- {c.result.gpu}: {c.public_note}", markup=False)
+    if html is not None:
+        con.print(f"wrote {html}", markup=False)
 
 
 def _prices(items: list[str] | None) -> dict[str, float]:

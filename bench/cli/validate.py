@@ -55,6 +55,12 @@ def validate_cmd(
     budget: float | None = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget: points run "
                                            "coarse to fine and one that would end past the budget is recorded as "
                                            "skipped (without --profile the benchmarks get 60% of it)."),
+    published: bool = typer.Option(False, "--published", help="Hold the published serving results "
+                                      "(profiles/serving.json) against the model instead: each row predicted "
+                                      "from the spec, published and measured profiles; measures nothing."),
+    gpu: str | None = typer.Option(None, "--gpu", metavar="CARD", help="With --published: only this card's rows."),
+    serving: Path | None = typer.Option(None, "--serving", metavar="FILE", help="With --published: another "
+                                           "serving-results file (default profiles/serving.json)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
@@ -64,9 +70,27 @@ def validate_cmd(
     validation.json is rewritten after every point, so a run that is killed keeps what it measured; Ctrl-C or
     SIGTERM stops it after writing the points measured so far (exit 130 / 143).
 
+    With --published: the published serving results against the model (upper-bound check, fraction of the
+    roofline per engine and card, ranking agreement), on the CPU in seconds.
+
     Exits 0 when every point ran, 1 when a point failed its correctness check, 2 for bad usage."""
     import signal
     import time
+
+    measuring = {"--model": model, "--layers": layers, "--batch": batch, "--context": context,
+                 "--profile": profile, "--spec": spec, "--out": out, "--min-time": min_time, "--budget": budget,
+                 "--device": None if device == Device.auto else device, "--force": force or None,
+                 "--seed": seed or None}
+    if published:
+        given = [k for k, v in measuring.items() if v is not None]
+        if given:
+            raise CLIError(f"--published measures nothing: drop {', '.join(given)} (it takes --gpu, --serving, --json)")
+        from bench.cli.published import published_cmd
+
+        published_cmd(gpu, serving, json_out)
+        return
+    if gpu is not None or serving is not None:
+        raise CLIError(f"{'--gpu' if gpu is not None else '--serving'} goes with --published")
 
     from bench import runner
     from bench.cli.run import progress_bar

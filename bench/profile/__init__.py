@@ -36,7 +36,7 @@ from .io import (
     save,
     validate,
 )
-from .provenance import merge, with_spec
+from .provenance import merge, source_kinds, with_spec
 from .rules import SPEC_SECTIONS, UNIT_LIMITS, StrictModel, has_source, number_paths
 from .schema import (
     SCHEMA_VERSION,
@@ -78,6 +78,7 @@ __all__ = [
     "ProfileError", "RunInfo", "Software", "StrictModel",
     "atomic_write_bytes", "atomic_write_text", "card_for_device", "device_info",
     "from_measurements", "has_source", "json_schema", "library", "load", "merge", "number_paths", "profiles_dir",
-    "resolve", "resolve_path", "save", "schema_path", "schema_shape", "schema_text", "software_info", "spec_for",
+    "resolve", "resolve_path", "save", "schema_path", "schema_shape", "schema_text", "software_info", "source_kinds",
+    "spec_for",
     "validate", "with_spec", "write_schema",
 ]

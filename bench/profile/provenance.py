@@ -65,3 +65,9 @@ def with_spec(p: Profile) -> tuple[Profile, Profile | None]:
         return p, None
     spec = spec_for(p)
     return (merge(p, spec), spec) if spec is not None else (p, None)
+
+
+def source_kinds(p: Profile) -> str:
+    """Where a profile's numbers come from, in short: its kind ("spec", "measured"), with "+spec" when a merge
+    filled some of them from the card's spec sheet (``provenance``). A minimal reading of the provenance."""
+    return p.kind + ("+spec" if p.kind != "spec" and "spec" in p.provenance.values() else "")

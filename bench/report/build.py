@@ -100,13 +100,14 @@ def resolve_spec(p: Profile) -> tuple[Profile | None, str | None, str]:
 
 
 def pareto_curves(entries: list[tuple[str, str, Profile]], model, context: int, *,
-                  prices: dict[str, float] | None = None, deployment=None,
+                  prices: dict[str, float] | None = None, deployment=None, base=None,
                   max_points_batch: int = PARETO_MAX_BATCH) -> tuple[list[D.ParetoCurve], dict[str, float], list[str]]:
     """Each card's throughput–interactivity frontier for ``model`` at ``context``, from the same building blocks as
     ``bench.roofline.compare``: the profile merged with its spec; every deployment ``compare`` would try (from the
     fewest GPUs that hold the model up to the scale-up domain) unless ``deployment`` fixes one; every batch up to
     the most that fit. Of all those decode steps a card's curve keeps the ones no other step of that card beats on
-    both tokens/s per user and tokens/s per GPU. ``prices`` are keyed by card or label.
+    both tokens/s per user and tokens/s per GPU (``base``: the deployment's number formats). ``prices`` are keyed
+    by card or label.
     Returns (curves, price per card used, notes)."""
     from .. import roofline as R
     from .plots import pareto_frontier
@@ -124,9 +125,9 @@ def pareto_curves(entries: list[tuple[str, str, Profile]], model, context: int, 
             if deployment is not None:
                 deps = [deployment]
             elif candidates is not None:
-                deps = candidates(model, hw, context)
+                deps = candidates(model, hw, context, base=base)
             else:
-                deps = [R.auto_deployment(model, hw, context)]
+                deps = [R.auto_deployment(model, hw, context, base=base)]
             for dep in deps:
                 rl = R.Roofline(hw, model, dep, prices.get(label, prices.get(card)))
                 mb = rl.max_batch(context)
@@ -197,7 +198,7 @@ def pareto(p: Profile, spec: Profile | None, spec_name: str | None, *, model: st
 
 
 def compare_plot(profiles: list[tuple[str, Profile]], model, path: str | Path, *, context: int = DEFAULT_CONTEXT,
-                 prices: dict[str, float] | None = None, deployment=None) -> Path:
+                 prices: dict[str, float] | None = None, deployment=None, base=None) -> Path:
     """`rooflab compare --plot FILE`: the throughput–interactivity and $/Mtok plot of the cards compared."""
     from . import plots as PL
 
@@ -207,7 +208,7 @@ def compare_plot(profiles: list[tuple[str, Profile]], model, path: str | Path, *
     if path.is_dir():
         raise ReportError(f"{path} is a directory: give a file name ending in .png")
     entries = [(pr.card or label, label, pr) for label, pr in profiles]
-    curves, used, notes = pareto_curves(entries, model, context, prices=prices, deployment=deployment)
+    curves, used, notes = pareto_curves(entries, model, context, prices=prices, deployment=deployment, base=base)
     fig = PL.pareto_figure(D.Pareto(model.name, context, curves, used, "; ".join(notes)))
     if fig is None:
         raise ReportError("nothing to plot: " + ("; ".join(notes) or "no card gave a decode step"))

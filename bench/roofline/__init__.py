@@ -13,7 +13,7 @@ The model, term by term, is described in docs/model.md.
 """
 from __future__ import annotations
 
-from .deployment import DEFAULT_MEMORY_UTILIZATION, Deployment
+from .deployment import DEFAULT_MEMORY_UTILIZATION, Deployment, native_support
 from .hardware import SERVER_GPUS, Hardware, RooflineError, best_by_x, interp_log, matmul_family
 from .step import Roofline, StepEstimate
 from .sweep import (
@@ -32,5 +32,5 @@ __all__ = [
     "DEFAULT_BATCHES", "DEFAULT_CONTEXT", "DEFAULT_MEMORY_UTILIZATION", "SERVER_GPUS",
     "CompareRow", "Deployment", "Estimate", "Hardware", "Roofline", "RooflineError", "StepEstimate",
     "auto_deployment", "batch_grid", "best_by_x", "candidate_deployments", "compare", "estimate", "interp_log",
-    "matmul_family",
+    "matmul_family", "native_support",
 ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .. import dtypes
 from ..models import ModelError, ModelSpec, norm_dtype
+from ..profile import Profile
 from .hardware import RooflineError
 
 DEFAULT_MEMORY_UTILIZATION = 0.9  # share of GPU memory for weights + KV (vLLM's default gpu_memory_utilization)
@@ -65,3 +67,12 @@ class Deployment:
         except ModelError as e:
             raise RooflineError(str(e)) from None
         return replace(self, gpus=gpus, weight_dtype=weight_dtype, kv_dtype=kv_dtype, act_dtype=act_dtype)
+
+
+def native_support(profile: Profile, fmt: str) -> bool:
+    """Whether a card runs the storage format ``fmt`` natively: 16- and 32-bit formats everywhere; a narrower one
+    where the profile lists matmul FLOP/s for the format's own compute dtype (``bench.dtypes`` ``Format.compute[0]``):
+    FP8 tensor cores for fp8, FP4 ones for fp4, nvfp4 and mxfp4. A format the card lacks still runs in the model
+    (it computes in the next dtype the card has), but a deployment that asks for it is not one to buy the card for."""
+    f = dtypes.get(fmt)
+    return f.bytes >= 2 or not f.compute or bool(profile.peaks.matmul_flops.get(f.compute[0]))

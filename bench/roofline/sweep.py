@@ -148,17 +148,19 @@ def batch_grid(max_batch: int, steps_per_octave: int = 4) -> list[int]:
 
 def compare(profiles: list[tuple[str, Profile]], model: ModelSpec, *, context: int = DEFAULT_CONTEXT,
             target_tokens_per_user: float | None = None, deployment: Deployment | None = None,
-            prices: dict[str, float] | None = None, max_batch_cap: int = 1 << 16) -> list[CompareRow]:
+            prices: dict[str, float] | None = None, max_batch_cap: int = 1 << 16,
+            base: Deployment | None = None) -> list[CompareRow]:
     """Cards side by side for one model: at the best batch that still gives each user ``target_tokens_per_user``
     (none: the batch with the best throughput), tokens/s per GPU, $ per million tokens, max batch and the bound.
     ``deployment``: fixed tp/ep for every card; None tries each card from the fewest GPUs that fit up to its
-    scale-up domain (``candidate_deployments``) and keeps the best throughput per GPU."""
+    scale-up domain (``candidate_deployments``, each a copy of ``base``: its number formats) and keeps the best
+    throughput per GPU."""
     rows = []
     for label, prof in profiles:
         merged, _ = with_spec(prof)
         hw = Hardware(merged, label=label)
         try:
-            deps = [deployment] if deployment is not None else candidate_deployments(model, hw, context)
+            deps = [deployment] if deployment is not None else candidate_deployments(model, hw, context, base=base)
         except RooflineError as e:  # this card cannot run the model: say why in its row, keep the others
             rows.append(_no_row(label, prof.kind, (prices or {}).get(label) or hw.price_usd_per_hour, str(e)))
             continue
