@@ -16,7 +16,7 @@ from typing import Any
 
 from .catalog import check_card, published_for, spec_for
 from .io import ProfileError, validate
-from .rules import SPEC_SECTIONS
+from .rules import SPEC_SECTIONS, UNIT_LIMITS
 from .schema import KINDS, Profile
 
 Origin = Callable[[str], str]  # dotted path -> the kind its number came from
@@ -26,13 +26,14 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _replaced_citation(high: dict, key: str) -> bool:
-    """``key`` is a ``<name>_source`` field citing a number ``high`` gives itself (e.g. scale_up_source beside a
-    more real scale_up_Bps): the lower profile's text would cite the wrong number."""
+def _replaced_citation(high: dict, low: dict, key: str) -> bool:
+    """``key`` is a lower profile's ``<name>_source`` field whose numbers a more real one all replaced (e.g. the
+    sheet's scale_up_source beside a published scale_up_Bps): kept, it would cite the wrong number."""
     if not key.endswith("_source") or key in high:
         return False
     stem = key[: -len("_source")]
-    return any(k.rsplit("_", 1)[0] == stem and _is_number(v) for k, v in high.items())
+    cited = [stem + unit for unit, _ in UNIT_LIMITS if _is_number(low.get(stem + unit))]  # e.g. scale_up_Bps
+    return bool(cited) and all(_is_number(high.get(k)) for k in cited)
 
 
 def _overlay(low: Any, high: Any, path: str, prov: dict[str, str], came: dict[str, int], low_origin: Origin,
@@ -42,7 +43,7 @@ def _overlay(low: Any, high: Any, path: str, prov: dict[str, str], came: dict[st
     if isinstance(low, dict) and isinstance(high, dict):
         out = {}
         for k in list(high) + [k for k in low if k not in high]:
-            if _replaced_citation(high, k):
+            if _replaced_citation(high, low, k):
                 continue
             v = _overlay(low.get(k), high.get(k), f"{path}.{k}", prov, came, low_origin, low_index)
             if v is not None:
