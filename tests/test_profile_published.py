@@ -113,6 +113,15 @@ def test_nan_and_unknown_card_are_one_line_exit_2(tmp_path, capsys):
     one_line_exit_2(capsys, "unknown profile 'h900'", "roofline", "--gpu", "h900", "--model", "llama-3.1-8b")
 
 
+def test_merged_needs_a_card_the_library_knows(tmp_path, capsys):
+    dev = prof.DeviceInfo(name="NVIDIA H900", backend="cuda", memory_bytes=10**11)
+    f = tmp_path / "m.json"
+    prof.save(prof.Profile(name="m", device=dev, peaks=prof.Peaks(memory_bandwidth_Bps=1e12)), f)
+    one_line_exit_2(capsys, "no spec or published profile found", "profile", "show", "--merged", str(f))
+    code, out, _ = rooflab(capsys, "profile", "show", "--merged", "spec:l4")  # a sheet: nothing to merge, all spec
+    assert code == 0 and "numbers from: spec" in out
+
+
 def test_validate_takes_the_whole_library(capsys):
     paths = [str(p) for p in prof.library("published").values()]
     code, out, _ = rooflab(capsys, "profile", "validate", *paths)

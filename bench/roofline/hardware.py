@@ -271,8 +271,8 @@ class Hardware:
         """One all-reduce of ``message_bytes`` per rank among ``world`` GPUs. With a measured α–β fit at this world
         size: α + bytes/β. Otherwise latency + bytes × 2(n−1)/n / bus bandwidth: the profile's all-reduce bus
         bandwidth (published or measured; within a server) else the link's, and the profile's small-message
-        latency else the architecture's default for that link (profiles/defaults.json). None when the profile
-        has no link for ``world`` GPUs."""
+        latency else the architecture's default for that link (profiles/defaults.json). RooflineError when the
+        profile has no link for ``world`` GPUs."""
         inter = self.profile.interconnect
         ar = inter.all_reduce if inter is not None else None
         fit = ar.fit(world) if ar is not None and self.use_curves else None
