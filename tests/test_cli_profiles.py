@@ -37,7 +37,7 @@ def test_profile_show_name_and_path(capsys, tmp_path):
     code, out, _ = rooflab(capsys, "profile", "show", "h200", "--json")
     assert code == 0 and prof.validate(json.loads(out)).card == "h200"
     code, out, _ = rooflab(capsys, "profile", "show", str(prof.resolve_path("l4")))
-    assert code == 0 and "NVIDIA L4" in out and "gpu_specs.csv" in out
+    assert code == 0 and "NVIDIA L4" in out and "NVIDIA L4 datasheet" in out
     m = tmp_path / "m.json"
     dev = prof.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", memory_bytes=85 * 10**9)
     prof.save(prof.Profile(name="mine", device=dev, peaks=prof.Peaks(memory_bandwidth_Bps=3.0e12,
@@ -45,7 +45,9 @@ def test_profile_show_name_and_path(capsys, tmp_path):
     code, out, _ = rooflab(capsys, "profile", "show", str(m), "--merged", "--json")
     d = json.loads(out)
     assert code == 0 and d["provenance"]["peaks.memory_bandwidth_Bps"] == "measured"
-    assert d["provenance"]["interconnect.scale_up_Bps"] == "spec" and d["card"] == "h100-sxm"
+    # measured > published > spec, number by number
+    assert d["provenance"]["interconnect.scale_up_Bps"] == "published" and d["card"] == "h100-sxm"
+    assert d["provenance"]["interconnect.scale_up_domain"] == "spec"
 
 
 def test_profile_validate(capsys, tmp_path):
@@ -69,7 +71,7 @@ def test_profile_schema_prints_the_committed_schema(capsys):
 
 
 def test_roofline_json_is_one_object(capsys):
-    code, out, _ = rooflab(capsys, "roofline", "--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--batch", "1,8,64",
+    code, out, _ = rooflab(capsys, "roofline", "--gpu", "spec:h100-sxm", "--model", "llama-3.1-8b", "--batch", "1,8,64",
                            "--context", "2048", "--price", "2", "--prompt", "512", "--json")
     assert code == 0
     d = json.loads(out)

@@ -164,17 +164,21 @@ def test_kernel_count_of_moe_presets():
 
 
 def _h100(**update):
+    return prof.resolve("spec:h100-sxm").model_copy(update=update)
 
-    return prof.resolve("h100-sxm").model_copy(update=update)
 
-
-def test_overhead_term_is_zero_without_overheads_and_adds_up_with_them():
+def test_overhead_term_uses_the_profile_else_the_architecture_default():
     from bench import models, roofline
 
     m = models.resolve("llama-3.1-8b")
-    bare = roofline.Roofline(roofline.Hardware(_h100()), m).step(1, 1024)
+    # no architecture and no overheads: nothing to price the launches with
+    unknown = _h100(device=_h100().device.model_copy(update={"architecture": None}))
+    bare = roofline.Roofline(roofline.Hardware(unknown), m).step(1, 1024)
     assert bare.overhead_time_s == 0.0 and bare.kernels_per_step == 326
     assert bare.step_time_s == pytest.approx(max(bare.compute_time_s, bare.memory_time_s) + bare.comm_time_s)
+    # the sheet alone: the Hopper default (profiles/defaults.json)
+    sheet = roofline.Roofline(roofline.Hardware(_h100()), m).step(1, 1024)
+    assert sheet.overhead_time_s == pytest.approx(326 * prof.default_cost("hopper", "launch_s").value_s)
     hw = roofline.Hardware(_h100(overheads=prof.Overheads(launch_s=4e-6, graph_launch_s=1.5e-6)))
     eager = roofline.Roofline(hw, m).step(1, 1024)
     assert eager.overhead_time_s == pytest.approx(326 * 4e-6)
@@ -198,9 +202,13 @@ def test_tp_all_reduce_uses_the_measured_alpha_beta_fit():
     s = roofline.Roofline(roofline.Hardware(card, use_curves=True), m, roofline.Deployment(tp=8)).step(4, 1024)
     msg = 4 * m.hidden * 2  # batch × hidden × bf16 bytes
     assert s.tp_comm_time_s == pytest.approx(m.layers * 2 * (20e-6 + msg / 150e9))
-    # another world size has no fit: the link formula is used
-    s4 = roofline.Roofline(roofline.Hardware(card, use_curves=True), m, roofline.Deployment(tp=4)).step(4, 1024)
-    assert s4.tp_comm_time_s < m.layers * 2 * 20e-6
+    # another world size has no fit: the link formula, with the architecture's default small-message latency over
+    # that link (this profile's interconnect has no NVLink rate, so 4 GPUs talk over PCIe)
+    hw = roofline.Hardware(card, use_curves=True)
+    s4 = roofline.Roofline(hw, m, roofline.Deployment(tp=4)).step(4, 1024)
+    bw, link = hw.link(4)
+    latency = prof.default_cost("hopper", "all_reduce_latency_pcie_s").value_s
+    assert "PCIe" in link and s4.tp_comm_time_s == pytest.approx(m.layers * 2 * (latency + 2 * 3 / 4 * msg / bw))
 
 
 def test_load_time_over_the_host_link():

@@ -36,7 +36,7 @@ def test_library_has_every_card_and_each_validates():
 
 
 def test_spec_numbers_are_dense_datasheet_values():
-    h100, h200, b200 = (prof.resolve(c) for c in ("h100-sxm", "h200", "b200"))
+    h100, h200, b200 = (prof.resolve(f"spec:{c}") for c in ("h100-sxm", "h200", "b200"))
     assert h100.peaks.matmul_flops["bfloat16"] == 989.4e12  # dense: half the 1979 sparse figure
     assert h100.peaks.memory_bandwidth_Bps == 3.35e12 and h100.device.memory_bytes == 80e9
     assert h100.interconnect.scale_up_Bps == 450e9  # NVLink 900 GB/s both directions, one direction per GPU
@@ -53,12 +53,12 @@ def test_json_schema_in_sync():
     assert prof.schema_shape(committed) == prof.schema_shape(fresh), stale
     if committed.get("$comment") == fresh["$comment"]:  # written by this pydantic: byte for byte the same
         assert committed == fresh, stale
-    assert committed["properties"]["kind"]["enum"] == ["measured", "spec"]
-    assert {"Peaks", "DeviceInfo", "Price", "Interconnect"} <= set(committed["$defs"])
+    assert committed["properties"]["kind"]["enum"] == ["measured", "published", "spec"]
+    assert {"Peaks", "DeviceInfo", "Price", "Interconnect", "Citation"} <= set(committed["$defs"])
 
 
 def test_spec_round_trip_and_merged_round_trip(tmp_path):
-    spec = prof.resolve("h100-sxm")
+    spec = prof.resolve("spec:h100-sxm")
     prof.save(spec, tmp_path / "s.json")
     assert prof.load(tmp_path / "s.json") == spec
     merged = prof.merge(measured_h100(), spec)
@@ -67,7 +67,7 @@ def test_spec_round_trip_and_merged_round_trip(tmp_path):
 
 
 def test_spec_without_sources_is_refused(tmp_path):
-    d = json.loads(prof.resolve_path("l4").read_text())
+    d = json.loads(prof.resolve_path("spec:l4").read_text())
     del d["sources"]["peaks.matmul_flops"]
     f = tmp_path / "l4.json"
     f.write_text(json.dumps(d))
@@ -77,7 +77,7 @@ def test_spec_without_sources_is_refused(tmp_path):
 
 
 def test_sibling_source_field_counts_as_citation(tmp_path):
-    d = json.loads(prof.resolve_path("h100-sxm").read_text())
+    d = json.loads(prof.resolve_path("spec:h100-sxm").read_text())
     del d["interconnect"]["scale_up_source"]
     with pytest.raises(prof.ProfileError, match="interconnect.scale_up_Bps has no source"):
         prof.load(_write(tmp_path, d))
@@ -101,7 +101,7 @@ def _write(tmp_path, data, name="bad.json"):
     (lambda d: d.update(surprise=1), "surprise"),
 ])
 def test_malformed_spec_refused_one_line(tmp_path, mutate, msg):
-    d = json.loads(prof.resolve_path("h100-sxm").read_text())
+    d = json.loads(prof.resolve_path("spec:h100-sxm").read_text())
     mutate(d)
     with pytest.raises(prof.ProfileError, match=msg) as e:
         prof.load(_write(tmp_path, d))
@@ -109,7 +109,7 @@ def test_malformed_spec_refused_one_line(tmp_path, mutate, msg):
 
 
 def test_nan_not_json_directory_and_huge(tmp_path, monkeypatch):
-    text = prof.resolve_path("h100-sxm").read_text().replace("3.35e+12", "NaN")
+    text = prof.resolve_path("spec:h100-sxm").read_text().replace("3.35e+12", "NaN")
     assert "NaN" in text
     with pytest.raises(prof.ProfileError, match="not valid JSON"):
         prof.load(_write(tmp_path, text))
@@ -122,26 +122,30 @@ def test_nan_not_json_directory_and_huge(tmp_path, monkeypatch):
         prof.load(tmp_path)
     monkeypatch.setattr(prof.io, "MAX_PROFILE_BYTES", 1000)
     with pytest.raises(prof.ProfileError, match="limit"):
-        prof.load(prof.resolve_path("h100-sxm"))
+        prof.load(prof.resolve_path("spec:h100-sxm"))
 
 
 def test_resolve_by_name_prefix_and_path(tmp_path, monkeypatch):
-    assert prof.resolve("h200").card == "h200"
-    assert prof.resolve("spec:h200").card == "h200"
+    assert prof.resolve("spec:h200").card == "h200" and prof.resolve("spec:h200").kind == "spec"
     assert prof.resolve(str(prof.resolve_path("l4"))).card == "l4"
+    assert prof.resolve("l4").kind == "spec"  # no published profile of an L4: the sheet is the most real there is
     with pytest.raises(prof.ProfileError, match="unknown profile 'h300'.*h100-sxm"):
         prof.resolve("h300")
     with pytest.raises(prof.ProfileError, match="no measured profile"):
         prof.resolve("measured:h200")
-    # a committed measured profile is found by name too (and "spec:" / "measured:" settle a clash)
+    with pytest.raises(prof.ProfileError, match="no published profile named 'l4'"):
+        prof.resolve("published:l4")
+    # a committed measured profile is found by name too, and wins a bare name over the spec
     (tmp_path / "specs").mkdir()
     (tmp_path / "measured").mkdir()
-    (tmp_path / "specs" / "h100-sxm.json").write_text(prof.resolve_path("h100-sxm").read_text())
+    (tmp_path / "specs" / "h100-sxm.json").write_text(prof.resolve_path("spec:h100-sxm").read_text())
     prof.save(measured_h100(), tmp_path / "measured" / "my-h100.json")
     prof.save(measured_h100(), tmp_path / "measured" / "h100-sxm.json")
     monkeypatch.setattr(prof.catalog, "profiles_dir", lambda: tmp_path)
-    assert prof.resolve("my-h100").kind == "measured"
-    assert prof.resolve("h100-sxm").kind == "spec" and prof.resolve("measured:h100-sxm").kind == "measured"
+    assert prof.resolve("my-h100").kind == "measured" and prof.source_kinds(prof.resolve("my-h100")) == "measured+spec"
+    assert prof.resolve("h100-sxm").kind == "measured" and prof.resolve("spec:h100-sxm").kind == "spec"
+    assert prof.resolve("measured:h100-sxm").provenance  # completed by the sheet
+    assert prof.resolve_path("h100-sxm") == tmp_path / "measured" / "h100-sxm.json"  # the most real file
 
 
 def test_card_for_device_is_exact():
@@ -154,7 +158,7 @@ def test_card_for_device_is_exact():
 
 
 def test_merge_measured_overrides_spec_fills_and_marks():
-    spec = prof.resolve("h100-sxm")
+    spec = prof.resolve("spec:h100-sxm")
     meas = measured_h100()
     m = prof.merge(meas, spec)
     assert m.kind == "measured" and m.card == "h100-sxm" and m.name == meas.name
@@ -174,11 +178,15 @@ def test_merge_measured_overrides_spec_fills_and_marks():
     assert m.interconnect.scale_up_source.startswith("NVLink")
     assert "peaks.matmul_flops" in m.sources  # fp8 etc. still come from it
     assert m.curves == meas.curves
+    # the model completes a measured card with everything the library has: its published profile, then the sheet
     merged, used = prof.with_spec(meas)
-    assert used is not None and used.card == "h100-sxm" and merged == m
-    assert prof.with_spec(spec) == (spec, None)
+    assert used is not None and used.card == "h100-sxm"
+    assert merged == prof.merge(meas, prof.resolve("published:h100-sxm"))
+    assert prof.with_spec(spec) == (spec, None) and prof.with_spec(merged) == (merged, None)
     with pytest.raises(prof.ProfileError, match="merge wants"):
         prof.merge(spec, spec)
+    with pytest.raises(prof.ProfileError, match="merge wants"):
+        prof.merge(spec, meas)
 
 
 def test_from_measurements_still_builds_a_profile():

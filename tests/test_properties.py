@@ -1,8 +1,9 @@
 """Property-based tests (hypothesis) of the profile and model loaders and of the roofline model's invariants.
 
-Loaders: whatever a file holds, loading gives a valid object or one line of error (ProfileError / ModelError),
-never another exception; NaN/inf, negative numbers, wrong types and unknown schema versions are errors.
-Roofline (on the spec library, presets and random models): every step's terms are finite and non-negative,
+Loaders (on the spec and published libraries): whatever a file holds, loading gives a valid object or one line of
+error (ProfileError / ModelError), never another exception; NaN/inf, negative numbers, wrong types and unknown
+schema versions are errors. Roofline (on the spec sheets and the published profiles completed by them, presets
+and random models): every step's terms are finite and non-negative,
 the step time never falls as batch or context grows, and it respects its bounds (the larger of compute and
 memory time, the batch-1 latency floor, peak FLOP/s and bandwidth); the maximum batch agrees with ``fits``.
 """
@@ -21,6 +22,12 @@ from bench import profile as prof
 from bench import roofline
 
 SPECS = {name: json.loads(path.read_text()) for name, path in sorted(prof.library("spec").items())}
+PUBLISHED = {name: json.loads(path.read_text()) for name, path in sorted(prof.library("published").items())}
+DOCS = {**{f"spec:{n}": d for n, d in SPECS.items()}, **{f"published:{n}": d for n, d in PUBLISHED.items()}}
+# what the model reads: each sheet alone, and each card's most real profile (published numbers, the sheet's
+# where there are none)
+PROFILES = {**{f"spec:{n}": prof.validate(d) for n, d in SPECS.items()},
+            **{n: prof.resolve(n) for n in PUBLISHED}}
 PRESETS = sorted(M.PRESETS)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,9 +78,9 @@ def _load_profile(tmp_path, text: str):
 
 
 @FAST
-@given(card=st.sampled_from(sorted(SPECS)), data=st.data())
+@given(card=st.sampled_from(sorted(DOCS)), data=st.data())
 def test_profile_loader_gives_a_profile_or_one_line(tmp_path_factory, card, data):
-    doc = copy.deepcopy(SPECS[card])
+    doc = copy.deepcopy(DOCS[card])
     paths = [p for p, _ in _paths(doc) if p]
     path = data.draw(st.sampled_from(paths))
     kind = data.draw(st.sampled_from(["replace", "delete", "add"]))
@@ -99,9 +106,9 @@ def test_profile_loader_gives_a_profile_or_one_line(tmp_path_factory, card, data
 
 
 @FAST
-@given(card=st.sampled_from(sorted(SPECS)), data=st.data())
+@given(card=st.sampled_from(sorted(DOCS)), data=st.data())
 def test_profile_non_finite_or_negative_numbers_are_errors(tmp_path_factory, card, data):
-    doc = copy.deepcopy(SPECS[card])
+    doc = copy.deepcopy(DOCS[card])
     nums = [p for p, v in _paths(doc) if isinstance(v, (int, float)) and not isinstance(v, bool)
             and p[0] in prof.SPEC_SECTIONS]
     path = data.draw(st.sampled_from(nums))
@@ -217,7 +224,7 @@ MODELS = st.one_of(st.sampled_from(PRESETS).map(M.PRESETS.get), random_models())
 
 def _roofline(card, model, tp, ep, graphs):
     try:
-        hw = roofline.Hardware(prof.validate(SPECS[card]))
+        hw = roofline.Hardware(PROFILES[card])
         dep = roofline.Deployment(tp=tp, ep=ep if model.is_moe else 1, cuda_graphs=graphs)
         return roofline.Roofline(hw, model, dep)
     except roofline.RooflineError:
@@ -240,15 +247,15 @@ def _check_step(rl, s, card):
     assert s.step_time_s >= max(s.compute_time_s, s.memory_time_s) * eps
     assert s.step_time_s >= rl.latency_floor_s() * eps
     assert s.tokens_per_s_per_user <= 1 / (rl.latency_floor_s() * eps)
-    peaks = SPECS[card]["peaks"]
-    assert s.memory_time_s >= s.weight_bytes / s.gpus / peaks["memory_bandwidth_Bps"] * eps
-    assert s.compute_time_s >= s.flops / s.gpus / max(peaks["matmul_flops"].values()) * eps
+    peaks = PROFILES[card].peaks
+    assert s.memory_time_s >= s.weight_bytes / s.gpus / peaks.memory_bandwidth_Bps * eps
+    assert s.compute_time_s >= s.flops / s.gpus / max(peaks.matmul_flops.values()) * eps
     mb = rl.max_batch(s.context)
     assert s.fits is None or s.fits == (s.batch <= mb)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(card=st.sampled_from(sorted(SPECS)), model=MODELS, tp=st.sampled_from([1, 2, 4, 8]),
+@given(card=st.sampled_from(sorted(PROFILES)), model=MODELS, tp=st.sampled_from([1, 2, 4, 8]),
        ep=st.sampled_from([1, 2, 4, 8]), graphs=st.booleans(),
        batches=st.lists(st.integers(1, 4096), min_size=2, max_size=2).map(sorted),
        contexts=st.lists(st.integers(0, 131072), min_size=2, max_size=2).map(sorted))

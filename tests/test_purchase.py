@@ -35,7 +35,8 @@ def test_source_kinds():
     measured = prof.Profile(name="run", device=dev, peaks=prof.Peaks(memory_bandwidth_Bps=3.0e12,
                                                                      matmul_flops={"bfloat16": 8e14}))
     assert prof.source_kinds(measured) == "measured"
-    assert prof.source_kinds(prof.with_spec(measured)[0]) == "measured+spec"
+    # completed by the card's published profile, then its spec sheet
+    assert prof.source_kinds(prof.with_spec(measured)[0]) == "measured+published+spec"
 
 
 def test_compare_json_uses_the_formats_and_shows_sources_and_public_results(capsys):

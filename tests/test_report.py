@@ -231,22 +231,22 @@ def test_spec_of_the_card_and_the_inference_frontier(tmp_path):
     assert "| memory bandwidth (best kernel) |" in secs["Spec vs measured"]
     assert "| matmul tf32 | not measured | 495 TFLOP/s |" in secs["Spec vs measured"]  # no TF32 on a CPU
     inf = secs["Inference: throughput vs interactivity"]
-    for label in ("h100-sxm (measured)", "h100-sxm (spec)", "h200 (spec)"):
+    for label in ("h100-sxm (measured)", "h100-sxm (spec)", "h200 (published)"):  # a bare name: the most real
         assert f"| {label} |" in inf, label
     assert "h200 $4.50" in inf
     assert_self_contained((run / "report.html").read_text())
 
     p, recs, _ = build.load_run(run)
     rd = build.report_data(p, recs, cards=["h200"])
-    assert rd.spec_name == "h100-sxm" and rd.spec_memory_Bps == P.resolve("h100-sxm").peaks.memory_bandwidth_Bps
+    assert rd.spec_name == "h100-sxm" and rd.spec_memory_Bps == P.resolve("spec:h100-sxm").peaks.memory_bandwidth_Bps
     for c in rd.pareto.curves:  # a frontier: giving up speed per user always buys throughput per GPU
         xs = [q["tokens_per_s_per_user"] for q in c.points]
         ys = [q["tokens_per_s_per_gpu"] for q in c.points]
         assert len(xs) >= 3 and xs == sorted(xs, reverse=True) and ys == sorted(ys), c.label
-    # a merged profile's spec numbers are not drawn as measured roofs
-    merged = P.merge(p, P.resolve("h100-sxm"))
+    # a merged profile's published and spec numbers are not drawn as measured roofs
+    merged = P.merge(p, P.resolve("h100-sxm"))  # the published profile, completed by the sheet
     rdm = D.build(merged, recs)
-    assert set(merged.peaks.matmul_flops) > set(p.peaks.matmul_flops)  # the spec filled tf32, fp8, ...
+    assert set(merged.peaks.matmul_flops) > set(p.peaks.matmul_flops)  # published and spec filled tf32, fp8, ...
     assert rdm.compute_roofs == p.peaks.matmul_flops
     assert rdm.measured_memory_Bps == p.peaks.memory_bandwidth_Bps
 

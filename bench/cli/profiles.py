@@ -1,6 +1,7 @@
 """`rooflab profile list|show|validate|schema`, `rooflab roofline` and `rooflab compare`: thin shells over
-bench.profile, bench.models and bench.roofline. A profile is a name (profiles/specs or profiles/measured) or a
-path everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
+bench.profile, bench.models and bench.roofline. A profile is a name (the most real the library has: measured,
+published or spec, completed by the others; spec:NAME, published:NAME, measured:NAME pick one) or a path
+everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,7 +17,7 @@ def console():
     return _console(wide=True)
 
 
-profile_app = typer.Typer(name="profile", help="Spec and measured profiles: list, show, validate.",
+profile_app = typer.Typer(name="profile", help="Spec, published and measured profiles: list, show, validate.",
                           no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 app.add_typer(profile_app, name="profile")
 
@@ -51,18 +52,20 @@ def _check_range(name: str, v: float | None, lo: float, hi: float) -> None:
 # ------------------------------------------------------------------------------------------------ profile
 @profile_app.command("list")
 def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """List the spec and committed measured profiles."""
+    """List the library: spec sheets, published profiles and committed measured profiles."""
     from bench import profile as prof
 
     items: list[dict[str, Any]] = []
-    for kind in ("spec", "measured"):
+    for kind in prof.KINDS[::-1]:
         for name, path in prof.library(kind).items():
             try:
                 p = prof.load(path)
+                prof.check_card(p)
             except prof.ProfileError as e:
                 items.append({"name": name, "kind": kind, "path": str(path), "error": str(e)})
                 continue
             items.append({"name": name, "kind": p.kind, "path": str(path), "device": p.device.name,
+                          "numbers": len(prof.number_paths(p)),
                           "memory_bytes": p.device.memory_bytes, "memory_bandwidth_Bps": p.peaks.memory_bandwidth_Bps,
                           "bfloat16_flops": p.peaks.matmul_flops.get("bfloat16"),
                           "usd_per_hour": p.price.usd_per_hour if p.price else None})
@@ -71,99 +74,137 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
         return
     from rich.table import Table
 
-    t = Table(title=f"profiles in {prof.profiles_dir()}")
-    for c in ("name", "kind", "device", "memory", "bandwidth", "bf16 matmul", "$/GPU-h"):
-        t.add_column(c, justify="right" if c in ("memory", "bandwidth", "bf16 matmul", "$/GPU-h") else "left")
+    t = Table(title=f"profiles in {prof.profiles_dir()} (a bare name is the most real, completed by the others)")
+    right = ("numbers", "memory", "bandwidth", "bf16 matmul", "$/GPU-h")
+    for c in ("name", "kind", "device") + right:
+        t.add_column(c, justify="right" if c in right else "left")
     for it in items:
         if "error" in it:
-            t.add_row(it["name"], it["kind"], f"[red]invalid: {it['error']}[/]", "", "", "", "")
+            t.add_row(it["name"], it["kind"], f"[red]invalid: {it['error']}[/]", "", "", "", "", "")
             continue
-        t.add_row(it["name"], it["kind"], it["device"], si(it["memory_bytes"], "B"),
+        t.add_row(it["name"], it["kind"], it["device"], str(it["numbers"]), si(it["memory_bytes"], "B"),
                   si(it["memory_bandwidth_Bps"], "B/s"), si(it["bfloat16_flops"], "FLOP/s"), usd(it["usd_per_hour"]))
     console().print(t)
 
 
+def _citation(p, path: str, sibling: str | None = None) -> str:
+    """The citation of the number at ``path`` as one short line: a published number's record, a spec number's
+    source (its path, a section holding it, or the sibling ``<name>_source``); "" for a measured number."""
+    from bench import profile as prof
+
+    origin = p.provenance.get(path) or p.kind
+    if origin == "measured":
+        return ""
+    parts = path.split(".")
+    keys = [path] if origin == "published" else [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    found = next((prof.citation_text(p.sources[k]) for k in keys if p.sources.get(k)), sibling or "")
+    return found if len(found) <= 90 else found[:87] + "..."
+
+
 @profile_app.command("show")
 def profile_show(
-    ref: str = typer.Argument(..., metavar="NAME|PATH", help="A profile name (see `rooflab profile list`) or a path."),
-    merged: bool = typer.Option(False, "--merged", help="A measured profile completed by its card's spec sheet."),
+    ref: str = typer.Argument(..., metavar="NAME|PATH",
+                              help="A profile: NAME (the most real the library has), spec:NAME, published:NAME, "
+                                   "measured:NAME, or a path."),
+    merged: bool = typer.Option(False, "--merged", help="A profile file completed by the library's less real "
+                                "profiles of its card (a library name is already)."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object."),
 ) -> None:
-    """Show a profile: its numbers with their sources (spec) or provenance (merged)."""
+    """Show a profile: each number, where it came from (measured, published, spec) and its citation."""
     from bench import profile as prof
 
     p = _profile(ref)
     if merged:
         try:
-            p, spec = prof.with_spec(p)
+            p, _ = prof.with_spec(p)
         except prof.ProfileError as e:
             raise CLIError(str(e)) from None
-        if spec is None and not p.provenance:
-            raise CLIError(f"{ref}: no spec profile found for device {p.device.name!r} (--merged needs one)")
+        if not p.provenance and p.kind != "spec":
+            raise CLIError(f"{ref}: no spec or published profile found for device {p.device.name!r} "
+                           "(--merged needs one)")
     if json_out:
         typer.echo(p.model_dump_json(exclude_none=True))
         return
     from rich.table import Table
 
-    t = Table(title=f"{p.name} [{p.kind} profile" + (f", merged with the {p.card} spec]" if p.provenance else "]"))
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    t.add_column("source" if p.kind == "spec" else "from")
+    t = Table(title=f"{p.name} ({p.kind} profile; numbers from: {prof.source_kinds(p)})")
+    for c in ("quantity", "value", "from", "source"):
+        t.add_column(c, justify="right" if c == "value" else "left")
     d, pk = p.device, p.peaks
-
-    def src(path: str, sibling: str | None = None) -> str:
-        if p.provenance:
-            return p.provenance.get(path, "")
-        if p.kind == "spec":
-            parts = path.split(".")
-            found = next((p.sources[k] for k in (".".join(parts[:i]) for i in range(len(parts), 0, -1))
-                          if p.sources.get(k)), sibling or "")
-            return found if len(found) <= 70 else found[:67] + "..."
-        return "measured"
-
-    rows = [("device", d.name, ""), ("card", p.card or "–", ""),
-            ("memory", si(d.memory_bytes, "B"), src("device.memory_bytes")),
-            ("L2 / last-level cache", si(d.cache_bytes, "B"), src("device.cache_bytes")),
-            ("SMs / compute units", str(d.compute_units or "–"), src("device.compute_units")),
-            ("boost clock", si(d.boost_clock_Hz, "Hz"), src("device.boost_clock_Hz")),
-            ("power", si(d.power_W, "W"), src("device.power_W")),
-            ("memory bandwidth", si(pk.memory_bandwidth_Bps, "B/s"), src("peaks.memory_bandwidth_Bps")),
-            ("copy bandwidth", si(pk.copy_bandwidth_Bps, "B/s"), src("peaks.copy_bandwidth_Bps"))]
-    for dt, v in pk.matmul_flops.items():
-        rows.append((f"matmul {dt}", si(v, "FLOP/s"), src(f"peaks.matmul_flops.{dt}")))
+    rows: list[tuple[str, str, str, str | None]] = [
+        ("memory", si(d.memory_bytes, "B"), "device.memory_bytes", None),
+        ("L2 / last-level cache", si(d.cache_bytes, "B"), "device.cache_bytes", None),
+        ("SMs / compute units", str(d.compute_units or "–"), "device.compute_units", None),
+        ("boost clock", si(d.boost_clock_Hz, "Hz"), "device.boost_clock_Hz", None),
+        ("power", si(d.power_W, "W"), "device.power_W", None),
+        ("memory bandwidth (best read)", si(pk.memory_bandwidth_Bps, "B/s"), "peaks.memory_bandwidth_Bps", None),
+        ("copy bandwidth", si(pk.copy_bandwidth_Bps, "B/s"), "peaks.copy_bandwidth_Bps", None)]
+    rows += [(f"matmul {dt}", si(v, "FLOP/s"), f"peaks.matmul_flops.{dt}", None) for dt, v in pk.matmul_flops.items()]
     lk = p.interconnect
     if lk is not None:
-        rows += [("scale-up link (per GPU, one direction)", si(lk.scale_up_Bps, "B/s"),
-                  src("interconnect.scale_up_Bps", lk.scale_up_source)),
-                 ("scale-up domain", str(lk.scale_up_domain or "–"), src("interconnect.scale_up_domain")),
-                 ("scale-out (per GPU, one direction)", si(lk.scale_out_Bps, "B/s"),
-                  src("interconnect.scale_out_Bps", lk.scale_out_source))]
-    if p.host_link and p.host_link.theoretical_Bps:
-        rows.append(("host link (per direction)", si(p.host_link.theoretical_Bps, "B/s") + f" {p.host_link.link or ''}",
-                     src("host_link.theoretical_Bps", p.host_link.theoretical_source)))
+        ar = lk.all_reduce
+        rows += [("scale-up link (per GPU, one direction)", si(lk.scale_up_Bps, "B/s"), "interconnect.scale_up_Bps",
+                  lk.scale_up_source),
+                 ("scale-up domain", str(lk.scale_up_domain or "–"), "interconnect.scale_up_domain", None),
+                 ("scale-out (per GPU, one direction)", si(lk.scale_out_Bps, "B/s"), "interconnect.scale_out_Bps",
+                  lk.scale_out_source),
+                 ("all-reduce bus bandwidth", si(ar.peak_busbw_Bps if ar else None, "B/s"),
+                  "interconnect.all_reduce.peak_busbw_Bps", ar.peak_busbw_source if ar else None),
+                 ("all-reduce, small message", f"{ar.latency_s * 1e6:.3g} us" if ar and ar.latency_s else "–",
+                  "interconnect.all_reduce.latency_s", None)]
+    o = p.overheads
+    if o is not None:
+        rows += [(f"{what} launch per kernel", f"{v * 1e6:.3g} us" if v else "–", f"overheads.{key}", None)
+                 for what, key, v in (("eager", "launch_s", o.launch_s), ("CUDA-graph", "graph_launch_s",
+                                                                            o.graph_launch_s))]
+    h = p.host_link
+    if h is not None:
+        rows += [("host link (per direction)", (si(h.theoretical_Bps, "B/s") + f" {h.link or ''}").strip(),
+                  "host_link.theoretical_Bps", h.theoretical_source),
+                 ("host to device (pinned)", si(h.peak_h2d_Bps, "B/s"), "host_link.peak_h2d_Bps", None),
+                 ("device to host (pinned)", si(h.peak_d2h_Bps, "B/s"), "host_link.peak_d2h_Bps", None)]
     if p.price:
-        rows.append(("price per GPU-hour", f"${p.price.usd_per_hour:g} ({p.price.as_of})", src("price.usd_per_hour")))
+        rows.append(("price per GPU-hour", f"${p.price.usd_per_hour:g} ({p.price.as_of})", "price.usd_per_hour", None))
+    t.add_row("device", d.name, "", "")
+    t.add_row("card", p.card or "–", "", "")
+    t.add_row("architecture", d.architecture or "–", "", "")
+    for name, value, path, sibling in rows:
+        if value.strip() not in ("–", ""):
+            t.add_row(name, value.strip(), p.provenance.get(path) or p.kind, _citation(p, path, sibling))
     c = p.curves
     if p.kind == "measured":
-        rows.append(("curves", f"hbm {len(c.hbm)}, matmul {len(c.matmul)}, decode {len(c.decode)}, "
-                               f"all-to-all {len(c.all_to_all)} points", ""))
-    for name, value, source in rows:
-        if value not in ("–", "– "):
-            t.add_row(name, value.strip(), source)
-    console().print(t)
+        t.add_row("curves", f"hbm {len(c.hbm)}, matmul {len(c.matmul)}, decode {len(c.decode)}, "
+                            f"all-to-all {len(c.all_to_all)} points", "measured", "")
+    con = console()
+    con.print(t)
+    for n in p.notes:
+        con.print(f"- {n}", markup=False)
 
 
 @profile_app.command("validate")
 def profile_validate(
-    path: str = typer.Argument(..., metavar="PATH", help="A profile JSON file (or a library name)."),
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Profile JSON files (or library names)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Check a profile against the schema: exit 0, or exit 2 with a one-line reason."""
-    p = _profile(path)
+    """Check profiles against the schema and the library (a published profile's card, every number's citation):
+    exit 0, or exit 2 with a one-line reason for the first that fails."""
+    from bench import profile as prof
+
+    done = []
+    for path in paths:
+        p = _profile(path)
+        try:
+            prof.with_spec(p)  # a published profile's card is a spec card, and it merges with that sheet
+        except prof.ProfileError as e:
+            raise CLIError(str(e)) from None
+        done.append({"ok": True, "name": p.name, "kind": p.kind, "schema_version": p.schema_version,
+                     "numbers": len(prof.number_paths(p))})
+        if not json_out:
+            n = done[-1]["numbers"]
+            typer.echo(f"ok: {p.name} ({p.kind} profile, schema_version {p.schema_version}, "
+                       f"{n} number{'' if n == 1 else 's'})")
     if json_out:
-        echo_json({"ok": True, "name": p.name, "kind": p.kind, "schema_version": p.schema_version})
-    else:
-        typer.echo(f"ok: {p.name} ({p.kind} profile, schema_version {p.schema_version})")
+        echo_json(done[0] if len(done) == 1 else {"ok": True, "profiles": done})
 
 
 @profile_app.command("schema")
@@ -230,17 +271,24 @@ def roofline_cmd(
     if json_out:
         echo_json(est.as_dict())
         return
-    _print_estimate(est)
+    try:
+        kinds = prof.source_kinds(prof.with_spec(card)[0])
+    except prof.ProfileError as e:
+        raise CLIError(str(e)) from None
+    _print_estimate(est, kinds)
 
 
-def _print_estimate(est) -> None:
+_PEAKS = {"spec": "spec peaks", "published": "published peaks, spec where none", "measured": "measured curves"}
+
+
+def _print_estimate(est, kinds: str = "") -> None:
     from rich.table import Table
 
     con = console()
     dep = est.deployment
     con.print(f"[bold]{est.model}[/] on [bold]{est.gpu}[/] ({est.gpu_kind}): {dep['gpus']} GPU(s), tp {dep['tp']}, "
               f"ep {dep['ep']}, weights {dep['weight_dtype'] or 'as released'}, KV {dep['kv_dtype']}, "
-              f"context {est.context}")
+              f"context {est.context}" + (f"; numbers from: {kinds}" if kinds else ""))
     price = f"${est.price_usd_per_hour:g}/GPU-h" if est.price_usd_per_hour else "no price (--price USD)"
     max_batch = est.max_batch if est.max_batch is not None else "–"
     con.print(f"weights per GPU {si(est.weights_bytes_per_gpu, 'B')}, KV per token {si(est.kv_bytes_per_token, 'B')}, "
@@ -250,7 +298,7 @@ def _print_estimate(est) -> None:
         pf = est.prefill
         con.print(f"prefill of {pf['prompt_tokens']} tokens: {_ms(pf['time_s'])} ms ({pf['bound']} bound)")
     for e in [est] + ([est.spec] if est.spec is not None else []):
-        t = Table(title=f"decode on {e.gpu} ({'spec peaks' if e.gpu_kind == 'spec' else 'measured curves'})")
+        t = Table(title=f"decode on {e.gpu} ({_PEAKS.get(e.gpu_kind, e.gpu_kind)})")
         for c in ("batch", "step ms", "compute ms", "memory ms", "comm ms", "overhead ms", "bound", "tok/s",
                   "tok/s/GPU", "tok/s/user", "$/Mtok", "fits"):
             t.add_column(c, justify="left" if c in ("bound", "fits") else "right")

@@ -81,13 +81,19 @@ def validate(data: Any, where: str = "profile") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValueError as e:
-        errs = e.errors() if isinstance(e, ValidationError) else []
-        if errs:
-            first = errs[0]
-            # keys come from the file: repr() keeps a key with a newline or control character on one line
-            loc = ".".join(x if isinstance(x, str) and x.isprintable() else repr(x)
-                           for x in (str(k) for k in first.get("loc", ())))
-            more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-            msg = " ".join(str(first.get("msg")).split())
-            raise ProfileError(f"{where}: {loc or '(root)'}: {msg}{more}") from None
-        raise ProfileError(f"{where}: {str(e).splitlines()[0]}") from None
+        raise ProfileError(one_line(e, where)) from None
+
+
+def one_line(e: ValueError, where: str) -> str:
+    """A validation error as one line: where, the first bad field's dotted path and why (and how many more)."""
+    errs = e.errors() if isinstance(e, ValidationError) else []
+    if not errs:
+        return f"{where}: {(str(e).splitlines() or [''])[0]}"
+    first = errs[0]
+    # keys come from the file: repr() keeps a key with a newline or control character on one line; a tagged
+    # union's tag ("record", "text") is the schema's, not the file's, and is left out
+    loc = ".".join(x if x.isprintable() else repr(x) for x in (str(k) for k in first.get("loc", ()))
+                   if x not in ("record", "text"))
+    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+    msg = " ".join(str(first.get("msg")).split())
+    return f"{where}: {loc or '(root)'}: {msg}{more}"

@@ -1,73 +1,131 @@
-"""Where every number of a profile comes from: a measured profile merged with its card's spec sheet.
+"""Where every number of a profile comes from: a profile merged with the less real profiles of its card.
 
-``merge`` takes each spec section (bench/profile/rules.py: SPEC_SECTIONS) from the measured profile wherever
-it says something and from the spec for the rest (link bandwidths, price, FLOP/s of dtypes not run, ...);
-``provenance`` then names the origin of every number in those sections, and ``sources`` keeps the citations
-of the numbers taken from the spec. ``with_spec`` is what the model and the reports call: a measured GPU
-profile merged with its card's spec when the library has one. See docs/profile.md.
+``merge`` takes profiles of one card most real first (measured > published > spec) and builds each spec section
+(bench/profile/rules.py: SPEC_SECTIONS) number by number: the most real profile that says something wins, the
+others fill the rest. ``provenance`` names the kind every number came from, and ``sources`` keeps the citations
+of the numbers taken from each profile (texts from a spec sheet, records from a published profile).
+``with_spec`` is what the model and the reports call: a measured or published profile completed by the library's
+profiles of its card; ``source_kinds`` labels a profile by the kinds its numbers came from ("published+spec").
+See docs/profile.md.
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
-from .catalog import spec_for
+from .catalog import check_card, published_for, spec_for
 from .io import ProfileError, validate
-from .rules import SPEC_SECTIONS
-from .schema import Profile
+from .rules import SPEC_SECTIONS, UNIT_LIMITS
+from .schema import KINDS, Profile
+
+Origin = Callable[[str], str]  # dotted path -> the kind its number came from
 
 
-def _overlay(spec: Any, meas: Any, path: str, prov: dict[str, str]) -> Any:
-    """Measured wins wherever it says something; the spec fills the rest. Numbers are marked in ``prov``."""
-    if isinstance(spec, dict) and isinstance(meas, dict):
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _replaced_citation(high: dict, low: dict, key: str) -> bool:
+    """``key`` is a lower profile's ``<name>_source`` field whose numbers a more real one all replaced (e.g. the
+    sheet's scale_up_source beside a published scale_up_Bps): kept, it would cite the wrong number."""
+    if not key.endswith("_source") or key in high:
+        return False
+    stem = key[: -len("_source")]
+    cited = [stem + unit for unit, _ in UNIT_LIMITS if _is_number(low.get(stem + unit))]  # e.g. scale_up_Bps
+    return bool(cited) and all(_is_number(high.get(k)) for k in cited)
+
+
+def _overlay(low: Any, high: Any, path: str, prov: dict[str, str], came: dict[str, int], low_origin: Origin,
+             low_index: int) -> Any:
+    """``high`` (the more real profiles, merged so far) wins wherever it says something; ``low`` fills the rest,
+    and the numbers it gives are marked in ``prov`` (their kind) and ``came`` (which profile)."""
+    if isinstance(low, dict) and isinstance(high, dict):
         out = {}
-        for k in list(meas) + [k for k in spec if k not in meas]:
-            v = _overlay(spec.get(k), meas.get(k), f"{path}.{k}", prov)
+        for k in list(high) + [k for k in low if k not in high]:
+            if _replaced_citation(high, low, k):
+                continue
+            v = _overlay(low.get(k), high.get(k), f"{path}.{k}", prov, came, low_origin, low_index)
             if v is not None:
                 out[k] = v
         return out
-    empty = meas is None or (isinstance(meas, (dict, list)) and not meas)
-    chosen, origin = (spec, "spec") if empty else (meas, "measured")
-    _mark(chosen, path, origin, prov)
-    return chosen
+    if high is None or (isinstance(high, (dict, list)) and not high):
+        _mark(low, path, low_origin, low_index, prov, came)
+        return low
+    return high
 
 
-def _mark(v: Any, path: str, origin: str, prov: dict[str, str]) -> None:
+def _mark(v: Any, path: str, origin: Origin, index: int, prov: dict[str, str], came: dict[str, int]) -> None:
     if isinstance(v, dict):
         for k, x in v.items():
-            _mark(x, f"{path}.{k}", origin, prov)
-    elif isinstance(v, (int, float)) and not isinstance(v, bool):
-        prov[path] = origin
+            _mark(x, f"{path}.{k}", origin, index, prov, came)
+    elif _is_number(v):
+        prov[path] = origin(path)
+        came[path] = index
 
 
-def merge(measured: Profile, spec: Profile) -> Profile:
-    """The measured profile completed by its card's spec: measured numbers override, the spec fills what was not
-    measured (link bandwidths, price, FLOP/s of dtypes not run, ...). ``provenance`` marks every number of the
-    spec sections "measured" or "spec"; ``sources`` keeps the citations of the numbers taken from the spec."""
-    if measured.kind != "measured" or spec.kind != "spec":
-        raise ProfileError(f"merge wants a measured and a spec profile, got {measured.kind} and {spec.kind}")
-    m = measured.model_dump(mode="json", exclude_none=True)
-    s = spec.model_dump(mode="json", exclude_none=True)
+def _rank(p: Profile) -> int:
+    """How real a profile is: its own kind's place (a merged profile is as real as its most real part)."""
+    return KINDS.index(p.kind)
+
+
+def merge(*profiles: Profile) -> Profile:
+    """Profiles of one card, most real first (measured, published, spec; each may itself be merged), as one profile:
+    in every spec section each number comes from the most real profile that gives it. The result is of the first
+    profile's kind, with ``provenance`` ("measured", "published" or "spec" for every number of those sections),
+    ``sources`` (the citations of the numbers each profile gave) and ``card`` (the spec's)."""
+    ranks = [_rank(p) for p in profiles]
+    if len(profiles) < 2 or any(a >= b for a, b in itertools.pairwise(ranks)):
+        raise ProfileError("merge wants profiles of different kinds, most real first (measured, published, spec), "
+                           f"got {' and '.join(p.kind for p in profiles) or 'none'}")
+    dumps = [p.model_dump(mode="json", exclude_none=True) for p in profiles]
+    top = dict(dumps[0])
     prov: dict[str, str] = {}
-    for sect in SPEC_SECTIONS:
-        v = _overlay(s.get(sect), m.get(sect), sect, prov)
-        if v is not None:
-            m[sect] = v
-    m["card"] = spec.card or measured.card
-    m["provenance"] = dict(sorted(prov.items()))
-    m["sources"] = {k: v for k, v in s.get("sources", {}).items()
-                    if any(o == "spec" and (q == k or q.startswith(k + ".")) for q, o in prov.items())}
-    return validate(m, f"{measured.name} merged with {spec.card or spec.name}")
+    came: dict[str, int] = {}
+
+    def origin_of(p: Profile) -> Origin:
+        return lambda path: p.provenance.get(path, p.kind)
+
+    for sect in SPEC_SECTIONS:  # the first profile's numbers are its own
+        if top.get(sect) is not None:
+            _mark(top[sect], sect, origin_of(profiles[0]), 0, prov, came)
+    for i, (p, d) in enumerate(zip(profiles[1:], dumps[1:]), start=1):
+        for sect in SPEC_SECTIONS:
+            v = _overlay(d.get(sect), top.get(sect), sect, prov, came, origin_of(p), i)
+            if v is not None:
+                top[sect] = v
+    top["card"] = next((p.card for p in reversed(profiles) if p.card), None)
+    top["provenance"] = dict(sorted(prov.items()))
+    sources: dict[str, Any] = {}
+    for i, d in enumerate(dumps):  # a profile's citations of the numbers it gave, none of those it lost
+        for key, cite in d.get("sources", {}).items():
+            if key not in sources and any(j == i and (q == key or q.startswith(key + ".")) for q, j in came.items()):
+                sources[key] = cite
+    top["sources"] = sources
+    names = " + ".join(p.card or p.name for p in profiles[1:])
+    return validate(top, f"{profiles[0].name} merged with {names}")
 
 
 def with_spec(p: Profile) -> tuple[Profile, Profile | None]:
-    """(profile to model with, the spec used): a measured GPU profile merged with its card's spec when known."""
-    if p.kind != "measured" or p.provenance:
+    """(profile to model with, the spec sheet used): a measured profile completed by its card's published profile
+    and spec sheet, a published one by the spec sheet, whichever the library has. A spec profile, or one already
+    merged, is returned as it is."""
+    if p.kind == "spec" or p.provenance:
         return p, None
+    check_card(p)
+    lower = []
+    if p.kind == "measured":
+        pub = published_for(p)
+        if pub is not None:
+            lower.append(pub)
     spec = spec_for(p)
-    return (merge(p, spec), spec) if spec is not None else (p, None)
+    if spec is not None:
+        lower.append(spec)
+    return (merge(p, *lower), spec) if lower else (p, None)
 
 
 def source_kinds(p: Profile) -> str:
-    """Where a profile's numbers come from, in short: its kind ("spec", "measured"), with "+spec" when a merge
-    filled some of them from the card's spec sheet (``provenance``). A minimal reading of the provenance."""
-    return p.kind + ("+spec" if p.kind != "spec" and "spec" in p.provenance.values() else "")
+    """The kinds a profile's numbers came from, most real first: "measured", "published+spec",
+    "measured+published+spec", "spec", ..."""
+    have = set(p.provenance.values()) or {p.kind}
+    return "+".join(k for k in KINDS if k in have)

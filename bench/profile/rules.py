@@ -3,8 +3,8 @@
 :class:`StrictModel` is the base of every section model: unknown fields are refused, and so are NaN and
 infinities, JSON ``true`` where a number is expected, and magnitudes no device reaches for the unit a field's
 name ends in (``UNIT_LIMITS``). ``number_paths`` lists the numbers of a profile's spec sections and
-``has_source`` says whether one is cited: a spec profile must cite every one. The rules and the units are in
-docs/profile.md.
+``has_source`` says whether one is cited: a spec profile must cite every one, a published profile every one
+with a citation record. The rules and the units are in docs/profile.md.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, mod
 # 1 EB, ~30 years), so only absurd or corrupted values are refused.
 UNIT_LIMITS = (("_Bps", 1e18), ("_flops", 1e21), ("_bytes", 1e18), ("_s", 1e9))
 
-# The sections a spec sheet fills (and a merge combines); curves and run data are measured only.
-# (Link rates between GPUs live in ``interconnect``: scale_up_Bps, scale_up_domain, scale_out_Bps.)
-SPEC_SECTIONS = ("device", "peaks", "interconnect", "price", "host_link")
+# The sections a spec sheet or a published profile fills (and a merge combines); curves and run data are measured
+# only. (Link rates between GPUs live in ``interconnect``: scale_up_Bps, scale_up_domain, scale_out_Bps.)
+SPEC_SECTIONS = ("device", "peaks", "interconnect", "overheads", "price", "host_link")
 
 
 def _has_bool(annotation: Any) -> bool:
@@ -89,10 +89,13 @@ def number_paths(p: BaseModel, sections: tuple[str, ...] = SPEC_SECTIONS) -> lis
     return out
 
 
-def has_source(sources: dict[str, str], path: str, data: dict | None = None) -> bool:
+def has_source(sources: dict[str, Any], path: str, data: dict | None = None, *, record: bool = False) -> bool:
     """A citation in ``sources`` for the path itself or for a section containing it ("peaks.matmul_flops"), or
     (given the profile as ``data``) a sibling ``<name>_source`` field, e.g. interconnect.scale_up_source for
-    interconnect.scale_up_Bps."""
+    interconnect.scale_up_Bps. ``record``: only a citation record (not a text) at the path itself counts, the
+    rule for a published number."""
+    if record:
+        return isinstance(sources.get(path), BaseModel)
     parts = path.split(".")
     if any(str(sources.get(".".join(parts[:i]), "")).strip() for i in range(len(parts), 0, -1)):
         return True

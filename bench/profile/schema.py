@@ -1,7 +1,8 @@
 """The profile's schema: the pydantic models of every section, and the JSON Schema they generate.
 
-One model describes both kinds of profile (``kind``): a measured one, built from a run's records
-(bench/profile/build.py), and a spec one, hand-written from a data sheet with a citation for every number.
+One model describes the three kinds of profile (``kind``, most real first): a measured one, built from a run's
+records (bench/profile/build.py); a published one, other people's public measurements of a card, each number
+with its :class:`Citation`; a spec one, hand-written from a data sheet with a source for every number.
 Units are SI base units named in the field (``_Bps`` bytes/s, ``_flops`` FLOP/s, ``_s``, ``_bytes``); the
 rules every number obeys are in bench/profile/rules.py. ``json_schema`` is what profiles/schema.json holds.
 The format, section by section, is described in docs/profile.md.
@@ -9,15 +10,66 @@ The format, section by section, is described in docs/profile.md.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Discriminator, Field, PositiveFloat, Tag, model_validator
 
 from ..measurement import utc_now
 from ..telemetry import RunTelemetry
 from .rules import StrictModel, has_source, number_paths
 
 SCHEMA_VERSION = 1
+
+# The kinds of profile, most real first: where two say something about one number, the first wins.
+Kind = Literal["measured", "published", "spec"]
+KINDS: tuple[str, ...] = get_args(Kind)
+
+# GPU architectures, for the fixed costs a profile without measured or published ones is given
+# (profiles/defaults.json, bench/profile/defaults.py).
+Architecture = Literal["ampere", "ada", "hopper", "blackwell", "cdna3"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+
+_URL = re.compile(r"^https?://\S+$")
+
+
+class Citation(StrictModel):
+    """Where a published number comes from, enough to find it and to check its conversion: ``source`` is a URL,
+    or a repository and the path in it, which then needs the ``commit`` or the ``date`` it was read at."""
+
+    source: str = Field(description="a URL, or a repository and the path in it (and the section)")
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,40}$", description="the repository's commit")
+    date: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$",
+                             description="YYYY[-MM[-DD]]: when the number was published")
+    tool: str = Field(description="what measured it, e.g. BabelStream, nccl-tests all_reduce_perf, mamf-finder")
+    as_published: str = Field(description="the figure as printed, with its unit")
+    conditions: str = Field(default="", description="hardware, software versions, sizes and settings, where given")
+    conversion: str = Field(description="how the published figure becomes rooflab's accounting and SI unit")
+    note: str = Field(default="", description="why this value where there are several; caveats")
+
+    @model_validator(mode="after")
+    def _findable(self) -> Citation:
+        for name in ("source", "tool", "as_published", "conversion"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"a citation needs a non-blank {name}")
+        if not _URL.match(self.source.strip()) and not (self.commit or self.date):
+            raise ValueError("a citation whose source is not a URL needs the commit or the date it was read at")
+        return self
+
+    def short(self) -> str:
+        """One line for a table: the source, where in its history, and the tool."""
+        at = f" @{self.commit[:7]}" if self.commit else f" ({self.date})" if self.date else ""
+        return f"{self.source}{at}; {self.tool}"
+
+
+# a citation is a text (spec sheets) or a Citation record (published numbers); tagged so that a bad record's
+# error names the record's own field
+SourceEntry = Annotated[Annotated[Citation, Tag("record")] | Annotated[str, Tag("text")],
+                        Discriminator(lambda v: "text" if isinstance(v, str) else "record")]
+
+
+def citation_text(entry: Citation | str) -> str:
+    return entry.short() if isinstance(entry, Citation) else entry
 
 
 class DeviceInfo(StrictModel):
@@ -35,6 +87,8 @@ class DeviceInfo(StrictModel):
     memory_type: str | None = None  # e.g. "HBM3", "GDDR6X"
     boost_clock_Hz: float | None = Field(default=None, gt=0, description="rated boost SM clock")
     power_W: float | None = Field(default=None, gt=0, description="rated board power (TDP)")
+    architecture: Architecture | None = Field(
+        default=None, description="GPU architecture: picks the fixed-cost defaults of profiles/defaults.json")
 
 
 class Software(StrictModel):
@@ -207,12 +261,15 @@ class AllReduceFit(LinkFit):
 
 
 class AllReduce(StrictModel):
-    """All-reduce by message size per world size, with a latency–bandwidth fit per world size."""
+    """All-reduce by message size per world size, with a latency–bandwidth fit per world size (measured), or the
+    large-message bus bandwidth and the small-message time someone published."""
 
     curve: list[AllReducePoint] = Field(default_factory=list)
     fits: list[AllReduceFit] = Field(default_factory=list)
     peak_busbw_Bps: float | None = Field(default=None, gt=0)
     peak_busbw_source: str | None = None
+    latency_s: float | None = Field(default=None, gt=0, description="one small-message all-reduce within a server: "
+                                    "the fixed time of time = latency + bytes x 2(n-1)/n / busbw")
 
     def fit(self, world_size: int) -> AllReduceFit | None:
         return next((f for f in self.fits if f.world_size == world_size), None)
@@ -358,7 +415,7 @@ class RunInfo(StrictModel):
 
 class Profile(StrictModel):
     schema_version: int = SCHEMA_VERSION
-    kind: Literal["measured", "spec"] = "measured"
+    kind: Kind = "measured"
     name: str
     created: str = Field(default_factory=utc_now)
     device: DeviceInfo
@@ -378,22 +435,36 @@ class Profile(StrictModel):
     device_names: list[str] = Field(
         default_factory=list, description="names torch reports for this card (spec: finds a measured card's spec)")
     price: Price | None = None
-    sources: dict[str, str] = Field(default_factory=dict, description="field path (or a section) -> citation")
-    provenance: dict[str, Literal["measured", "spec"]] = Field(
-        default_factory=dict, description="merged profiles: where each number came from")
+    sources: dict[str, SourceEntry] = Field(
+        default_factory=dict, description="field path (or a section) -> citation: a text (spec sheets) or a "
+        "Citation record (published numbers, one per number's own path)")
+    provenance: dict[str, Kind] = Field(default_factory=dict, description="merged profiles: where each number "
+                                        "came from (measured, published or spec)")
+    notes: list[str] = Field(default_factory=list, description="e.g. what a published profile leaves out, and why")
 
     @model_validator(mode="after")
-    def _spec_numbers_have_sources(self) -> Profile:
-        if self.kind != "spec":
-            return self
-        if not (self.device.memory_bytes and self.peaks.memory_bandwidth_Bps and self.peaks.matmul_flops):
+    def _numbers_are_cited(self) -> Profile:
+        """Every number that is not measured is cited: a spec number by a source (its path, a section holding it
+        or a sibling ``<name>_source``), a published one by a Citation record at its own path."""
+        if self.kind == "spec" and not (self.device.memory_bytes and self.peaks.memory_bandwidth_Bps
+                                        and self.peaks.matmul_flops):
             raise ValueError("a spec profile needs device.memory_bytes, peaks.memory_bandwidth_Bps and "
                              "peaks.matmul_flops")
+        if self.kind == "published" and not self.card:
+            raise ValueError("a published profile names its card (the spec profile it completes)")
+        if self.kind == "measured" and not self.provenance:
+            return self
+        paths = number_paths(self)
+        if self.kind == "published" and not self.provenance and not paths:
+            raise ValueError("a published profile has no numbers")
         dump = self.model_dump(exclude_none=True)
-        missing = [path for path in number_paths(self) if not has_source(self.sources, path, dump)]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise ValueError(f"spec number {missing[0]} has no source in `sources`{more}")
+        for origin, how in (("spec", "no source in `sources`"),
+                            ("published", "no citation record in `sources` at its own path")):
+            missing = [p for p in paths if self.provenance.get(p, self.kind) == origin
+                       and not has_source(self.sources, p, dump, record=origin == "published")]
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise ValueError(f"{origin} number {missing[0]} has {how}{more}")
         return self
 
 

@@ -300,8 +300,8 @@ def build(profile: Profile, records: list[Measurement], *, spec: Profile | None 
     if inter is not None and inter.all_reduce is not None:
         rd.a2a += _all_reduce(inter.all_reduce.curve)
     pk = profile.peaks
-    # a measured profile merged with its spec marks the spec's numbers: they are not measured roofs
-    from_spec = {k for k, v in profile.provenance.items() if v == "spec"}
+    # a measured profile merged with its card's published and spec profiles marks their numbers: not measured roofs
+    from_spec = {k for k, v in profile.provenance.items() if v != "measured"}
     if "peaks.memory_bandwidth_Bps" not in from_spec:
         rd.measured_memory_Bps = pk.memory_bandwidth_Bps
     if "peaks.copy_bandwidth_Bps" not in from_spec:

@@ -4,8 +4,9 @@
 reads them at the point in play: the HBM read bandwidth at the bytes streamed, the matmul efficiency and the
 weight-streaming bandwidth at a GEMM's (M, N, K, dtype), the decode-attention bandwidth at (batch × KV heads,
 context), the all-to-all bus bandwidth at the message size, the all-reduce latency–bandwidth fit, the kernel
-launch cost and the host link. A curve that is empty (or a dtype not measured) falls back to the peak, and
-``notes`` says so. How each rate is read is described in docs/model.md.
+launch cost and the host link. A curve that is empty (or a dtype not measured) falls back to the peak, a fixed
+cost nobody measured or published to its architecture's cited default, and ``notes`` says so. How each rate is
+read is described in docs/model.md.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import itertools
 import math
 from collections.abc import Iterable
 
-from .. import dtypes
+from .. import collectives, dtypes
 from ..models import ModelSpec
-from ..profile import DecodePoint, MatmulPoint, Profile
+from ..profile import DecodePoint, MatmulPoint, Profile, default_cost
 
 SERVER_GPUS = 8  # GPUs one server holds: past the scale-up domain but within a server, GPUs talk over PCIe
 
@@ -94,10 +95,8 @@ class Hardware:
             self.notes.append(text)
 
     def _origin(self, path: str) -> str:
-        o = self.profile.provenance.get(path)
-        if o:
-            return o
-        return "spec" if self.profile.kind == "spec" else "measured"
+        """Where the profile's number at ``path`` came from: "measured", "published" or "spec"."""
+        return self.profile.provenance.get(path) or self.profile.kind
 
     # ---------------------------------------------------------------- memory
     @property
@@ -269,33 +268,70 @@ class Hardware:
 
     # ---------------------------------------------------------------- fixed costs
     def all_reduce_time_s(self, message_bytes: float, world: int) -> float | None:
-        """One all-reduce of ``message_bytes`` per rank from the measured α–β fit at this world size
-        (time = α + bytes/β); None when the profile has no fit for it (the caller uses the link formula)."""
+        """One all-reduce of ``message_bytes`` per rank among ``world`` GPUs. With a measured α–β fit at this world
+        size: α + bytes/β. Otherwise latency + bytes × 2(n−1)/n / bus bandwidth: the profile's all-reduce bus
+        bandwidth (published or measured; within a server) else the link's, and the profile's small-message
+        latency else the architecture's default for that link (profiles/defaults.json). RooflineError when the
+        profile has no link for ``world`` GPUs."""
         inter = self.profile.interconnect
-        ar = inter.all_reduce if inter is not None and self.use_curves else None
-        fit = ar.fit(world) if ar is not None else None
-        if fit is None:
-            return None
-        self.note(f"TP all-reduce: the measured latency-bandwidth fit for {world} ranks "
-                  f"(alpha {fit.alpha_s * 1e6:.3g} us, beta {fit.beta_Bps / 1e9:.3g} GB/s) at the message size")
-        return fit.time_s(message_bytes)
+        ar = inter.all_reduce if inter is not None else None
+        fit = ar.fit(world) if ar is not None and self.use_curves else None
+        if fit is not None:
+            self.note(f"TP all-reduce: the measured latency-bandwidth fit for {world} ranks "
+                      f"(alpha {fit.alpha_s * 1e6:.3g} us, beta {fit.beta_Bps / 1e9:.3g} GB/s) at the message size")
+            return fit.time_s(message_bytes)
+        link_bw, link = self.link(world)
+        in_server = link != "scale-out"
+        if ar is not None and ar.peak_busbw_Bps and in_server:
+            busbw, bw_from = float(ar.peak_busbw_Bps), f"{self._origin('interconnect.all_reduce.peak_busbw_Bps')} " \
+                f"all-reduce bus bandwidth {ar.peak_busbw_Bps / 1e9:.4g} GB/s"
+        else:
+            busbw, bw_from = link_bw, f"{link} link bandwidth"
+        latency = self._all_reduce_latency_s(link, ar.latency_s if ar is not None and in_server else None)
+        self.note(f"TP all-reduce: {latency[1]} + bytes x 2(n-1)/n at the {bw_from}")
+        return latency[0] + collectives.time_s("all_reduce", message_bytes, busbw, world)
+
+    def _all_reduce_latency_s(self, link: str, own: float | None) -> tuple[float, str]:
+        """(small-message all-reduce time, where it came from): the profile's, else the architecture's default over
+        this link (scale-up or PCIe), else 0 (scale-out, or nothing public), said so."""
+        if own:
+            return float(own), f"{self._origin('interconnect.all_reduce.latency_s')} latency {own * 1e6:.3g} us"
+        name = "all_reduce_latency_scale_up_s" if link == "scale-up" else \
+            None if link == "scale-out" else "all_reduce_latency_pcie_s"
+        d = default_cost(self.architecture, name) if name else None
+        if d is None:
+            return 0.0, f"latency 0 (no measured, published or default small-message time over {link})"
+        return d.value_s, f"default latency {d.value_s * 1e6:.3g} us ({d.architecture}, {link}: {d.source})"
+
+    @property
+    def architecture(self) -> str | None:
+        return self.profile.device.architecture
 
     def launch_cost_s(self, cuda_graphs: bool) -> float:
-        """Per-kernel launch cost from the profile's ``overheads`` (graph replay cost with CUDA graphs); 0 when
-        the profile has none, so the overhead term vanishes."""
+        """Per-kernel launch cost: the profile's own ``overheads`` (measured or published; the CUDA-graph replay cost
+        with ``cuda_graphs``), else the default of the card's architecture (profiles/defaults.json). A fixed cost
+        is never free where one is known: 0 only when the profile has none and its architecture no default."""
         o = self.profile.overheads
-        eager = (o.launch_s or o.graph_launch_s) if o is not None else None
-        if o is None or not eager:
-            self.note("overheads: none in the profile, the overhead term is 0")
-            return 0.0
-        if cuda_graphs and o.graph_launch_s:
-            self.note("overheads: measured CUDA-graph launch cost per kernel")
-            return float(o.graph_launch_s)
-        if cuda_graphs:
-            self.note("overheads: no CUDA-graph launch cost measured, the eager launch cost is used")
-        else:
-            self.note("overheads: measured eager launch cost per kernel")
-        return float(eager)
+        own = {k: getattr(o, k) for k in ("launch_s", "graph_launch_s")} if o is not None else {}
+        order = ("graph_launch_s", "launch_s") if cuda_graphs else ("launch_s", "graph_launch_s")
+        what = {"launch_s": "eager launch cost", "graph_launch_s": "CUDA-graph launch cost"}
+        first = order[0]
+        if own.get(first):
+            self.note(f"overheads: {self._origin('overheads.' + first)} {what[first]} per kernel")
+            return float(own[first])
+        d = default_cost(self.architecture, first)
+        if d is not None:
+            self.note(f"overheads: default {what[first]} {d.value_s * 1e6:.3g} us per kernel ({d.architecture}: "
+                      f"{d.source}{'; ' + d.note if d.note else ''}); neither measured nor published")
+            return d.value_s
+        second = order[1]
+        if own.get(second):
+            self.note(f"overheads: no {what[first]} and no default for it, the {self._origin('overheads.' + second)} "
+                      f"{what[second]} is used")
+            return float(own[second])
+        self.note("overheads: none in the profile and no default for its architecture "
+                  f"({self.architecture or 'unknown'}): the overhead term is 0")
+        return 0.0
 
     def host_load_time_s(self, nbytes: float) -> float | None:
         """Time to copy ``nbytes`` host -> device over this GPU's host link: the measured pinned h2d fit, else the

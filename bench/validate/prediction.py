@@ -88,8 +88,8 @@ class Predictor:
 def spec_profile_for(target: Target, ref: str | None) -> tuple[prof.Profile | None, str]:
     """The spec profile to predict from (``ref``, else the card torch reports) and a note saying which."""
     if ref:
-        try:
-            spec = prof.resolve(ref)
+        try:  # a bare card name here names its spec sheet, not the most real profile of the card
+            spec = prof.resolve(f"spec:{ref}" if ref in prof.library("spec") else ref)
         except prof.ProfileError as e:
             raise ValidateError(str(e)) from None
         if spec.kind != "spec":
