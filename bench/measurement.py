@@ -12,11 +12,12 @@ import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .timing import Timing
+if TYPE_CHECKING:
+    from .timing import Timing
 
 Status = Literal["ok", "failed", "skipped"]
 NotMeasuredStatus = Literal["failed", "skipped"]  # the status of a record without a number

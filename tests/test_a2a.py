@@ -13,6 +13,7 @@ from bench import collectives, distributed
 from bench import profile as prof
 from bench.benchmarks import a2a
 from bench.measurement import measured
+from bench.profile import build as profile_build
 from bench.registry import RunContext
 from bench.timing import summarize
 
@@ -230,7 +231,7 @@ def test_summary_builds_typed_interconnect_and_local_sections():
     recs.append(_rec("permute", loc, 3_000_000, 1e-3))
     dev = prof.DeviceInfo(name="x", backend="cpu")
     run = prof.RunInfo(mode="cpu", mode_reason="test", benchmarks=["a2a"])
-    p = prof.from_measurements(recs, dev, run)
+    p = profile_build.from_measurements(recs, dev, run)
     assert [c.message_bytes for c in p.curves.all_to_all] == [1024, 1 << 20]
     top = p.curves.all_to_all[1]
     assert top.busbw_Bps == pytest.approx((1 << 20) / 1e-3 * 3 / 4)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bench import cli, runner
 from bench import profile as prof
+from bench.profile import build as profile_build
 
 WORDS = ["run", "--device", "cpu", "cuda", "tpu", "auto", "--only", "hbm", "gemm", "hbm,gemm", ",", "hbm,,x",
          "nope", "--quick", "--full", "--out", "--resume", "--force", "--min-time", "--seed", "--budget",
@@ -44,8 +45,8 @@ def sandbox(tmp_path, monkeypatch, cpu_target):
         runner.prepare_out_dir(Path(out), resume=kw["resume"], force=kw["force"])
         calls.append((selection, kw))
         info = prof.RunInfo(mode=target.backend, mode_reason="fuzz", benchmarks=[])
-        return runner.RunResult(out_dir=Path(out), profile=prof.from_measurements([], prof.device_info(target), info),
-                                measurements=[])
+        profile = profile_build.from_measurements([], profile_build.device_info(target), info)
+        return runner.RunResult(out_dir=Path(out), profile=profile, measurements=[])
 
     monkeypatch.setattr(runner, "run", fake_run)
     return calls

@@ -7,6 +7,7 @@ import torch
 from bench import checks, profile
 from bench.benchmarks import gemm
 from bench.measurement import measured
+from bench.profile import build as profile_build
 from bench.registry import RunContext
 from bench.timing import summarize
 from kernels import gemm as kern
@@ -302,7 +303,7 @@ def test_profile_built_from_a_cpu_run(small_cpu_target, tmp_path):
                {"family": "square", "dtype": "tf32", "M": 64, "N": 48, "K": 80, "impls": "torch"}):
         recs += gemm.BENCHMARK.run_point(ctx, pt)
     run = profile.RunInfo(mode="cpu", mode_reason="test", benchmarks=["gemm"])
-    prof = profile.from_measurements(recs, profile.device_info(small_cpu_target), run)
+    prof = profile_build.from_measurements(recs, profile_build.device_info(small_cpu_target), run)
     assert set(prof.peaks.matmul_flops) == {"float32", "float16"}
     assert all(0 < p.efficiency <= 1 for p in prof.curves.matmul)
     assert prof.run.points_skipped == 1

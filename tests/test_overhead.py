@@ -5,6 +5,7 @@ from bench import checks, timing
 from bench import profile as prof
 from bench.benchmarks import overhead
 from bench.measurement import measured
+from bench.profile import build as profile_build
 from bench.registry import RunContext
 from kernels import noop as kern
 
@@ -80,7 +81,7 @@ def test_profile_from_cpu_run_carries_overheads(cpu_target):
     ctx = _ctx(cpu_target)
     recs = [m for p in overhead.BENCHMARK.sweep(ctx) for m in overhead.BENCHMARK.run_point(ctx, p)]
     run = prof.RunInfo(mode="cpu", mode_reason="test", benchmarks=["overhead"])
-    p = prof.from_measurements(recs, prof.device_info(cpu_target), run)
+    p = profile_build.from_measurements(recs, profile_build.device_info(cpu_target), run)
     assert p.overheads is not None and p.overheads.launch_s > 0
     assert p.overheads.graph_launch_s is None and p.overheads.sync_s is None
     assert overhead.GRAPH_GPU_ONLY in p.overheads.notes

@@ -3,13 +3,14 @@ import json
 import pytest
 
 from bench import profile as prof
+from bench.profile import build as profile_build
 
 
 def _profile():
     dev = prof.DeviceInfo(name="Test GPU", backend="cuda", memory_bytes=80 * 10**9, compute_units=132,
                           cache_bytes=50 * 2**20, capability="9.0", driver="580.1", cuda_version="13.0")
     run = prof.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm"])
-    return prof.Profile(name="t", device=dev, run=run, software=prof.software_info(),
+    return prof.Profile(name="t", device=dev, run=run, software=profile_build.software_info(),
                         peaks=prof.Peaks(memory_bandwidth_Bps=3.1e12, copy_bandwidth_Bps=2.9e12))
 
 

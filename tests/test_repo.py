@@ -43,3 +43,23 @@ def test_gpu_session_script_parses_and_refuses_a_bad_name(tmp_path):
                            env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)})
         assert r.returncode != 0 and "NAME" in r.stderr, (bad, r.stderr)
         assert not any(tmp_path.iterdir())  # refused before it wrote anything
+
+
+def test_ci_pins_versions_and_lints_and_type_checks():
+    from _pins import pinned
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "PIP_CONSTRAINT" in ci and "constraints.txt" in ci
+    assert "ruff check bench kernels tests" in ci and "mypy" in ci
+    # everything the package, the tests and the checks install is pinned
+    for dist in ("torch", "triton", "pydantic", "typer", "rich", "pandas", "matplotlib", "numpy", "nvidia-ml-py",
+                 "pytest", "pytest-benchmark", "hypothesis", "ruff", "mypy"):
+        assert pinned(dist), dist
+
+
+def test_nothing_committed_names_a_generator_version():
+    """A generated file that stamps its generator's version goes stale with every release of it."""
+    import re
+
+    schema = (ROOT / "profiles" / "schema.json").read_text()
+    assert not re.search(r"pydantic \d", schema)

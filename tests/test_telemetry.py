@@ -16,6 +16,7 @@ from bench import profile as P
 from bench import runner
 from bench import telemetry as T
 from bench.measurement import Measurement
+from bench.profile import build as profile_build
 from bench.registry import RunContext
 from bench.target import Target
 from bench.telemetry import sampler as telemetry_sampler
@@ -346,7 +347,7 @@ def test_profile_records_telemetry(tmp_path):
                                 "p10_s": 7e-4, "p90_s": 7.3e-4, "n": 50, "total_s": 0.036, "clock": "cuda_events",
                                 "spread": 1.04, "noisy": False})]
     dev = P.DeviceInfo(name="NVIDIA H100 80GB HBM3", backend="cuda", cache_bytes=50 * 2**20)
-    prof = P.from_measurements(recs, dev, P.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm"]))
+    prof = profile_build.from_measurements(recs, dev, P.RunInfo(mode="cuda", mode_reason="test", benchmarks=["hbm"]))
     assert isinstance(prof.telemetry, T.RunTelemetry) and prof.telemetry.status == "ok"
     assert prof.telemetry.peak_conditions["memory_bandwidth_Bps"].throttle_reasons == ["sw_power_cap"]
     P.save(prof, tmp_path / "p.json")

@@ -7,6 +7,7 @@ from bench import profile as prof
 from bench import timing
 from bench.benchmarks import transfer
 from bench.measurement import measured
+from bench.profile import build as profile_build
 from bench.registry import RunContext
 
 
@@ -107,7 +108,7 @@ def test_failed_copies_feed_nothing():
 
 def test_profile_round_trips_with_host_link(cpu_target):
     s = transfer.BENCHMARK.summarize(_records(noise=0.02), {})
-    p = prof.Profile(name="x", device=prof.device_info(cpu_target), **s)
+    p = prof.Profile(name="x", device=profile_build.device_info(cpu_target), **s)
     again = prof.validate(p.model_dump(mode="json", exclude_none=True))
     assert again.host_link == p.host_link and again.host_link.fit("d2h") is not None
     assert again.host_link.fit("d2h", "pageable") is None

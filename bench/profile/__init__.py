@@ -6,7 +6,8 @@ is split by job:
 - ``schema``: the section models, ``Profile``, ``Citation``, ``SCHEMA_VERSION`` and the JSON Schema they generate;
 - ``rules``: what every number must be (a real number, a plausible magnitude, cited unless measured);
 - ``io``: strict bounded reading, validation with one-line errors (``ProfileError``), atomic writes;
-- ``build``: a measured profile from a run's Measurement records (``from_measurements``);
+- ``build``: a measured profile from a run's Measurement records (``from_measurements``); not re-exported here,
+  so that reading a profile loads no measuring code (``from bench.profile.build import from_measurements``);
 - ``catalog``: the library of profiles (profiles/specs, profiles/published, profiles/measured): a name or a path
   to a profile, the spec sheet and published profile of a card;
 - ``provenance``: profiles merged number by number (measured > published > spec), where every number came from;
@@ -17,7 +18,6 @@ The format is described in docs/profile.md.
 """
 from __future__ import annotations
 
-from .build import device_info, from_measurements, software_info
 from .catalog import (
     LIBRARIES,
     card_for_device,
@@ -86,8 +86,8 @@ __all__ = [
     "LinkPoint", "LocalMoE", "LocalMoEPoint", "MatmulPoint", "MoEAllToAllPoint", "OverheadCost", "Overheads",
     "Peaks", "Price", "Profile", "ProfileError", "RunInfo", "Software", "StrictModel",
     "atomic_write_bytes", "atomic_write_text", "card_for_device", "check_card", "citation_text", "default_cost",
-    "defaults_path", "device_info", "fixed_cost_defaults", "from_measurements", "has_source", "json_schema",
+    "defaults_path", "fixed_cost_defaults", "has_source", "json_schema",
     "library", "load", "merge", "number_paths", "profiles_dir", "published_for", "resolve", "resolve_path", "save",
-    "schema_path", "schema_shape", "schema_text", "software_info", "source_kinds", "spec_for", "validate",
+    "schema_path", "schema_shape", "schema_text", "source_kinds", "spec_for", "validate",
     "with_spec", "write_schema",
 ]

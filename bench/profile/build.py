@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import registry, telemetry
 from ..measurement import Measurement, utc_now
-from ..telemetry import RunTelemetry
 from .catalog import card_for_device
 from .schema import DeviceInfo, Profile, RunInfo, Software
+from .telemetry import RunTelemetry
 
 if TYPE_CHECKING:
     from ..target import Target

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Discriminator, Field, PositiveFloat, Tag, model_validator
 
 from ..measurement import utc_now
-from ..telemetry import RunTelemetry
 from .rules import StrictModel, has_source, number_paths
+from .telemetry import RunTelemetry
 
 SCHEMA_VERSION = 1
 

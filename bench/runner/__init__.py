@@ -18,6 +18,7 @@ from typing import Any
 from .. import measurement as meas
 from .. import profile as prof
 from ..measurement import Measurement
+from ..profile import build as profile_build
 from ..registry import RunContext
 from ..target import Target
 from .drive import Log, Progress, Tracker, drive_inprocess
@@ -75,7 +76,7 @@ def finish(out: Path, target: Target, selection: list[str], quick: bool, wall_s:
     records = compact(out / MEASUREMENTS)
     run = prof.RunInfo(mode=target.backend, mode_reason=target.reason, benchmarks=selection, quick=quick,
                        wall_time_s=wall_s)
-    profile = prof.from_measurements(records, prof.device_info(target), run, name=name)
+    profile = profile_build.from_measurements(records, profile_build.device_info(target), run, name=name)
     prof.save(profile, out / PROFILE)
     report_build.write(out, profile, records)  # report.md, report.html, plots/*.png
     return profile

@@ -6,15 +6,15 @@ records the summary next to the number. Without NVML, or on a CPU target, a summ
 nothing here raises into a benchmark. docs/telemetry.md describes what is read and how it is summarised.
 
 Modules: ``nvml`` (the NVML adapter and the process-wide session), ``sampler`` (the background sampler),
-``summary`` (window and run summaries), ``records`` (their models), ``reasons`` (clocks-event reason bits),
-``pcie`` (PCIe link rates).
+``summary`` (window and run summaries; their models are bench.profile.telemetry), ``reasons`` (clocks-event
+reason bits), ``pcie`` (PCIe link rates).
 """
 from __future__ import annotations
 
+from ..profile.telemetry import Conditions, Health, RunTelemetry, Stat, TelemetrySummary, unavailable
 from .nvml import NvmlDevice, NvmlSession, Unavailable, XidWatcher, load_pynvml, reset_session, session
 from .pcie import PCIE_SOURCE, PCIE_LANE_Bps, pcie_rate_Bps
 from .reasons import CLOCKS_EVENT_REASONS, LIMITING_REASONS, decode_reasons
-from .records import Conditions, Health, RunTelemetry, Stat, TelemetrySummary, unavailable
 from .sampler import DEFAULT_INTERVAL_S, PROCESSES_EVERY, Sampler, sampling
 from .summary import BUSY_UTIL_PCT, THROTTLE_SHARE, brief, parse, run_summary, stat, summarize, summary_dict, under_load
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .records import Health
+from ..profile.telemetry import Health
 
 # ---- NVML facts (nvml.h) -----------------------------------------------------------------------------------
 # Return codes the adapter tells apart. Compared by number: they are stable across NVML versions, while the

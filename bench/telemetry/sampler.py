@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..profile.telemetry import Health, TelemetrySummary, unavailable
 from . import nvml
 from .nvml import NvmlDevice, NvmlSession, Unavailable
-from .records import Health, TelemetrySummary, unavailable
 from .summary import summarize, summary_dict
 
 DEFAULT_INTERVAL_S = 0.05  # 20 Hz: NVML's power and clock readings update about this often

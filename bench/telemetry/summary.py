@@ -5,8 +5,8 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from ..profile.telemetry import Conditions, Health, RunTelemetry, Stat, TelemetrySummary
 from .reasons import CLOCKS_EVENT_REASONS, LIMITING_REASONS, REASON_IDLE_BIT
-from .records import Conditions, Health, RunTelemetry, Stat, TelemetrySummary
 
 # A window counts as throttled when a limiting reason is active in at least this share of its samples:
 # one stray sample in a long point is noise, a tenth of them is a condition the number was measured under.

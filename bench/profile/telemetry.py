@@ -1,4 +1,5 @@
-"""The telemetry records: statistics of one window's samples, memory health, and the run-level summary."""
+"""The telemetry sections of records and profiles: statistics of one window's samples, memory health, and the
+run-level summary. Data only: bench.telemetry fills them from NVML."""
 from __future__ import annotations
 
 from typing import Literal
