@@ -3,11 +3,12 @@ bench.profile, bench.models and bench.roofline. A profile is a name (profiles/sp
 path everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from bench.cli.base import CLIError, app, echo_json, int_list, si, usd
+from bench.cli.base import CLIError, app, echo_json, int_list, shown, si, usd
 from bench.cli.base import console as _console
 from bench.cli.base import ms as _ms
 
@@ -71,14 +72,14 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
         return
     from rich.table import Table
 
-    t = Table(title=f"profiles in {prof.profiles_dir()}")
+    t = Table(title=f"profiles in {shown(prof.profiles_dir())}")
     for c in ("name", "kind", "device", "memory", "bandwidth", "bf16 matmul", "$/GPU-h"):
         t.add_column(c, justify="right" if c in ("memory", "bandwidth", "bf16 matmul", "$/GPU-h") else "left")
     for it in items:
         if "error" in it:
-            t.add_row(it["name"], it["kind"], f"[red]invalid: {it['error']}[/]", "", "", "", "")
+            t.add_row(shown(it["name"]), it["kind"], f"[red]invalid: {shown(it['error'])}[/]", "", "", "", "")
             continue
-        t.add_row(it["name"], it["kind"], it["device"], si(it["memory_bytes"], "B"),
+        t.add_row(shown(it["name"]), it["kind"], shown(it["device"]), si(it["memory_bytes"], "B"),
                   si(it["memory_bandwidth_Bps"], "B/s"), si(it["bfloat16_flops"], "FLOP/s"), usd(it["usd_per_hour"]))
     console().print(t)
 
@@ -105,7 +106,8 @@ def profile_show(
         return
     from rich.table import Table
 
-    t = Table(title=f"{p.name} [{p.kind} profile" + (f", merged with the {p.card} spec]" if p.provenance else "]"))
+    t = Table(title=f"{shown(p.name)} \\[{p.kind} profile"
+                    + (f", merged with the {shown(p.card)} spec]" if p.provenance else "]"))
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_column("source" if p.kind == "spec" else "from")
@@ -149,7 +151,7 @@ def profile_show(
                                f"all-to-all {len(c.all_to_all)} points", ""))
     for name, value, source in rows:
         if value not in ("–", "– "):
-            t.add_row(name, value.strip(), source)
+            t.add_row(shown(name), shown(value.strip()), shown(source))
     console().print(t)
 
 
@@ -163,7 +165,7 @@ def profile_validate(
     if json_out:
         echo_json({"ok": True, "name": p.name, "kind": p.kind, "schema_version": p.schema_version})
     else:
-        typer.echo(f"ok: {p.name} ({p.kind} profile, schema_version {p.schema_version})")
+        typer.echo(f"ok: {shown(p.name, markup=False)} ({p.kind} profile, schema_version {p.schema_version})")
 
 
 @profile_app.command("schema")
@@ -238,9 +240,9 @@ def _print_estimate(est) -> None:
 
     con = console()
     dep = est.deployment
-    con.print(f"[bold]{est.model}[/] on [bold]{est.gpu}[/] ({est.gpu_kind}): {dep['gpus']} GPU(s), tp {dep['tp']}, "
-              f"ep {dep['ep']}, weights {dep['weight_dtype'] or 'as released'}, KV {dep['kv_dtype']}, "
-              f"context {est.context}")
+    con.print(f"[bold]{shown(est.model)}[/] on [bold]{shown(est.gpu)}[/] ({est.gpu_kind}): {dep['gpus']} GPU(s), "
+              f"tp {dep['tp']}, ep {dep['ep']}, weights {shown(dep['weight_dtype'] or 'as released')}, "
+              f"KV {shown(dep['kv_dtype'])}, context {est.context}")
     price = f"${est.price_usd_per_hour:g}/GPU-h" if est.price_usd_per_hour else "no price (--price USD)"
     max_batch = est.max_batch if est.max_batch is not None else "–"
     con.print(f"weights per GPU {si(est.weights_bytes_per_gpu, 'B')}, KV per token {si(est.kv_bytes_per_token, 'B')}, "
@@ -250,19 +252,19 @@ def _print_estimate(est) -> None:
         pf = est.prefill
         con.print(f"prefill of {pf['prompt_tokens']} tokens: {_ms(pf['time_s'])} ms ({pf['bound']} bound)")
     for e in [est] + ([est.spec] if est.spec is not None else []):
-        t = Table(title=f"decode on {e.gpu} ({'spec peaks' if e.gpu_kind == 'spec' else 'measured curves'})")
+        t = Table(title=f"decode on {shown(e.gpu)} ({'spec peaks' if e.gpu_kind == 'spec' else 'measured curves'})")
         for c in ("batch", "step ms", "compute ms", "memory ms", "comm ms", "overhead ms", "bound", "tok/s",
                   "tok/s/GPU", "tok/s/user", "$/Mtok", "fits"):
             t.add_column(c, justify="left" if c in ("bound", "fits") else "right")
         for r in e.rows:
             t.add_row(str(r.batch), _ms(r.step_time_s), _ms(r.compute_time_s), _ms(r.memory_time_s),
-                      _ms(r.comm_time_s), _ms(r.overhead_time_s), r.bound, f"{r.tokens_per_s:.4g}",
+                      _ms(r.comm_time_s), _ms(r.overhead_time_s), shown(r.bound), f"{r.tokens_per_s:.4g}",
                       f"{r.tokens_per_s_per_gpu:.4g}",
                       f"{r.tokens_per_s_per_user:.4g}", usd(r.usd_per_mtok),
                       "–" if r.fits is None else ("yes" if r.fits else "[red]no[/]"))
         con.print(t)
     for n in est.notes:
-        con.print(f"- {n}")
+        con.print(f"- {shown(n)}")
 
 
 # ------------------------------------------------------------------------------------------------ compare
@@ -287,6 +289,10 @@ def compare_cmd(
 
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--target-tokens-per-user", target, 1e-6, 1e9)
+    _check_range("--tp", tp, 1, 1024)
+    _check_range("--ep", ep, 1, 1024)
+    if plot is not None and not Path(plot).parent.is_dir():
+        raise CLIError(f"--plot: folder {shown(Path(plot).parent, False)} does not exist")
     prices = _prices(price)
     unknown = sorted(set(prices) - set(cards))
     if unknown:
@@ -314,17 +320,18 @@ def compare_cmd(
         return
     from rich.table import Table
 
-    t = Table(title=f"{mdl.name}, context {context}"
+    t = Table(title=f"{shown(mdl.name)}, context {context}"
                     + (f", at >= {target:g} tokens/s per user" if target else ", best throughput"))
     for c in ("card", "kind", "GPUs (tp/ep)", "max batch", "batch", "tok/s/GPU", "tok/s/user", "$/GPU-h", "$/Mtok",
               "bound"):
         t.add_column(c, justify="left" if c in ("card", "kind", "bound") else "right")
     for r in rows:
-        t.add_row(r.gpu, r.kind, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
+        t.add_row(shown(r.gpu), r.kind, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
                   "–" if r.batch is None else str(r.batch),
                   "–" if r.tokens_per_s_per_gpu is None else f"{r.tokens_per_s_per_gpu:.4g}",
                   "–" if r.tokens_per_s_per_user is None else f"{r.tokens_per_s_per_user:.4g}",
-                  usd(r.price_usd_per_hour), usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""))
+                  usd(r.price_usd_per_hour), usd(r.usd_per_mtok),
+                  shown((r.bound or "–") + (f" ({r.note})" if r.note else "")))
     console().print(t)
 
 
