@@ -37,7 +37,7 @@ from .io import (
     validate,
 )
 from .provenance import merge, with_spec
-from .rules import SPEC_SECTIONS, UNIT_LIMITS, StrictModel, has_source, number_paths
+from .rules import SPEC_SECTIONS, UNIT_LIMITS, StrictModel, has_source, number_paths, unit_limits
 from .schema import (
     SCHEMA_VERSION,
     AllReduce,
@@ -79,5 +79,5 @@ __all__ = [
     "atomic_write_bytes", "atomic_write_text", "card_for_device", "device_info",
     "from_measurements", "has_source", "json_schema", "library", "load", "merge", "number_paths", "profiles_dir",
     "resolve", "resolve_path", "save", "schema_path", "schema_shape", "schema_text", "software_info", "spec_for",
-    "validate", "with_spec", "write_schema",
+    "unit_limits", "validate", "with_spec", "write_schema",
 ]
