@@ -89,6 +89,8 @@ def _real_dir(path: Path, create: bool) -> bool:
             path.mkdir()
         except FileExistsError:
             pass
+        except OSError as e:
+            raise RunError(f"cannot create {path}: {e.strerror or e}") from None
         st = _lstat(path)
     if st is None:
         return False
