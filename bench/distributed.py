@@ -1,6 +1,6 @@
 """Run a function on every rank of a ``torch.distributed`` process group and get rank 0's answer back.
 
-:func:`launch` either spawns the ranks here (one machine: ``python -m bench.distributed`` workers, one per
+:func:`launch` either spawns the ranks here (one machine: ``bench.distributed`` workers via bench/spawn.py, one per
 GPU with NCCL or gloo processes on loopback in CPU mode; the rendezvous store on 127.0.0.1, port 0) and
 watches them, so the first rank to die or the deadline kills every rank and raises
 :class:`DistributedError` with a one-line reason instead of hanging; or, under torchrun (several GPUs or
@@ -8,7 +8,8 @@ nodes), joins the group torchrun set up and runs in place as that rank, rank 0's
 
 ``fn(info, *args)`` must be picklable (a module-level function) and gets a :class:`RankInfo`. Every rank
 must issue the same collectives in the same order, or they deadlock until the process-group timeout.
-The all-to-all and all-reduce benchmarks use it.
+The all-to-all and all-reduce benchmarks use it. A launch's scratch folder (its pickles) goes on every way
+out; one a SIGKILL left behind is swept by the next launch (``sweep_stale``).
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import atexit
 import os
 import pickle
 import re
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from . import spawn
 from .target import Target
 
 LOOPBACK = "127.0.0.1"
@@ -37,6 +41,11 @@ DEFAULT_TIMEOUT_S = 300.0  # whole launch (all ranks start, run, exit); callers 
 INIT_TIMEOUT_S = 60.0  # rendezvous and each collective: a peer that never comes fails within this
 POLL_S = 0.02
 MAX_RANKS = 1024  # --ranks bound: more local processes than this is a typo, not a benchmark
+# gloo ranks in CPU mode share the cores: beyond 2 per core a collective's time is the scheduler's, and
+# every rank is a Python process with torch loaded
+CPU_RANKS_PER_CORE = 2
+CPU_RANKS_FLOOR = 4  # the CPU sweep's largest world size (the full a2a / allreduce sweeps)
+TMP_PREFIX = "rooflab-dist-"  # + the launching process's pid + "-": a launch's scratch folder
 _RESULT = "result.pkl"
 _PAYLOAD = "payload.pkl"
 
@@ -99,19 +108,39 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
-def check_ranks(target: Target, ranks: int | None) -> str | None:
-    """Why ``ranks`` local processes cannot run on ``target`` (a one-line message), or None when they can."""
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_cpu_ranks() -> int:
+    """The most gloo ranks spawned on this machine: ``CPU_RANKS_PER_CORE`` per core, and never fewer than
+    the CPU sweep's largest world size (``CPU_RANKS_FLOOR``)."""
+    return max(CPU_RANKS_FLOOR, CPU_RANKS_PER_CORE * usable_cores())
+
+
+def check_ranks(target: Target | None, ranks: int | None, name: str = "--ranks") -> str | None:
+    """Why ``ranks`` local processes cannot run on ``target`` (a one-line message naming the setting
+    ``name``), or None when they can; without ``target`` only the range is checked."""
     if ranks is None:
         return None
     if ranks < 1 or ranks > MAX_RANKS:
-        return f"--ranks must be in [1, {MAX_RANKS}], got {ranks}"
-    if target.is_cuda and torchrun_env() is None:
+        return f"{name} must be in [1, {MAX_RANKS}], got {ranks}"
+    if target is None or torchrun_env() is not None:  # under torchrun the launch decides
+        return None
+    if target.is_cuda:
         import torch
 
         gpus = torch.cuda.device_count()
         if ranks > gpus:
-            return (f"--ranks {ranks} needs {ranks} GPUs, this machine has {gpus}: NCCL runs one rank per GPU "
+            return (f"{name} {ranks} needs {ranks} GPUs, this machine has {gpus}: NCCL runs one rank per GPU "
                     "(use torchrun for several nodes)")
+    elif ranks > max_cpu_ranks():
+        return (f"{name} {ranks} is more gloo ranks than this machine's {usable_cores()} cores can run "
+                f"(at most {max_cpu_ranks()}: {CPU_RANKS_PER_CORE} per core)")
     return None
 
 
@@ -237,9 +266,12 @@ def launch(fn: Callable[..., Any], world_size: int | None, *, target: Target, ar
         raise DistributedError(f"world size must be >= 1, got {world_size}")
     if timeout_s <= 0 or init_timeout_s <= 0:
         raise DistributedError("timeouts must be positive")
+    if not target.is_cuda and world_size > max_cpu_ranks():
+        raise DistributedError(check_ranks(target, world_size, "world size") or "too many ranks")
     import torch.distributed as dist
 
-    with tempfile.TemporaryDirectory(prefix="rooflab-dist-") as tmp:
+    sweep_stale()
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
         d = Path(tmp)
         try:
             (d / _PAYLOAD).write_bytes(pickle.dumps((fn, args)))
@@ -261,14 +293,36 @@ def launch(fn: Callable[..., Any], world_size: int | None, *, target: Target, ar
         return pickle.loads(path.read_bytes())
 
 
+def sweep_stale() -> None:
+    """Remove the scratch folders (with their pickles) of launches whose process is gone: a launch killed by
+    SIGKILL cannot clean up after itself, so the next one does. Only this user's folders, never a link, and
+    never one whose process still runs."""
+    base = Path(tempfile.gettempdir())
+    for p in base.glob(f"{TMP_PREFIX}*-*"):
+        pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not pid.isdigit() or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 def _child_pythonpath() -> str:
-    """The parent's import path, so the ranks can import whatever module ``fn`` lives in."""
-    seen, out = set(), []
-    for p in [os.getcwd(), *sys.path]:
-        if p and p not in seen and os.path.isdir(p):
-            seen.add(p)
-            out.append(p)
-    return os.pathsep.join(out)
+    """The package's folder and the parent's absolute import path, so the ranks can import whatever module
+    ``fn`` lives in, and never the current folder."""
+    return spawn.import_path([p for p in sys.path if os.path.isabs(p) and os.path.isdir(p)])
 
 
 def _spawn(d: Path, n: int, target: Target, port: int, init_timeout_s: float,
@@ -296,7 +350,7 @@ def _spawn(d: Path, n: int, target: Target, port: int, init_timeout_s: float,
             env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
             log = open(d / f"rank{r}.log", "wb")
             try:
-                procs.append(subprocess.Popen([sys.executable, "-m", "bench.distributed"], env=env,
+                procs.append(subprocess.Popen(spawn.command("bench.distributed"), env=env,
                                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
             finally:
                 log.close()
@@ -381,7 +435,7 @@ def _first_line(s: str) -> str:
     return re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", line)[:300]
 
 
-# ---- spawned here: the rank side (python -m bench.distributed) -----------------------------------------
+# ---- spawned here: the rank side (bench.distributed as __main__) ------------------------------------------
 
 def _watch_parent(parent: int) -> None:
     """Exit if the parent dies (e.g. SIGKILL): a rank must never outlive the run that started it."""

@@ -1,20 +1,26 @@
 """One typed record per measured (benchmark, kernel, parameters) point, and the JSONL log of them.
 
 ``measurements.jsonl`` is appended one line per point as soon as the point finishes and is fsync'ed, so a
-run killed at any moment keeps everything it finished. Reading tolerates a torn last line (a kill during
-the write) and skips it.
+run killed at any moment keeps everything it finished. It is read line by line through bench/jsonio.py,
+bounded (``MAX_RECORD_BYTES`` a line, ``MAX_LOG_BYTES`` in all); ``scan`` says which lines hold a record and
+which cannot be read (a torn last line from a kill, or anything else), and ``read`` keeps the records only.
+Neither ever follows a symbolic link: the log is a run folder's own file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .jsonio import Line, Lines
 
 if TYPE_CHECKING:
     from .timing import Timing
@@ -26,6 +32,15 @@ NotMeasuredStatus = Literal["failed", "skipped"]  # the status of a record witho
 Mode = Literal["cuda", "cpu", "interpreter"]
 
 ParamValue = int | float | str | bool | None
+
+# The record modes a run on each backend produces (Target.backend -> Mode): a resume refuses any other.
+BACKEND_MODES: dict[str, tuple[str, ...]] = {"cuda": ("cuda",), "cpu": ("cpu", "interpreter")}
+MAX_RECORD_BYTES = 1 << 20  # one record with its telemetry is a few kB: a longer line is not one
+MAX_LOG_BYTES = 256 << 20  # about 100 000 records, far more than a full run writes
+
+
+class LogError(ValueError):
+    """A measurements.jsonl that cannot be read (not a regular file, over its limit); one line."""
 
 
 def utc_now() -> str:
@@ -196,37 +211,57 @@ def _finite(x: Any) -> Any:
 
 
 def append(path: str | Path, records: Iterable[Measurement]) -> None:
-    """Append records as JSON lines and fsync, so a killed run keeps every finished point."""
+    """Append records as JSON lines and fsync, so a killed run keeps every finished point. The log must be a
+    regular file, never a symbolic link (OSError otherwise)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(_finite(r.model_dump(mode="json")), allow_nan=False) + "\n" for r in records)
     if not lines:
         return
-    with open(path, "a", encoding="utf-8") as f:
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = lines.encode("utf-8")
         # a torn last line from an earlier kill would glue onto ours: start on a fresh line
-        if f.tell() > 0:
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write("\n")
-        f.write(lines)
-        f.flush()
-        os.fsync(f.fileno())
+        if st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            data = b"\n" + data
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def read(path: str | Path) -> list[Measurement]:
-    """Read a measurements.jsonl, skipping torn or malformed lines (a kill mid-write leaves one)."""
-    out: list[Measurement] = []
+def parse(line: Line) -> Measurement | None:
+    """The record on one line of a log, or None when the line holds none."""
+    if line.data is None:
+        return None
+    try:
+        return Measurement.model_validate_json(line.data)
+    except ValueError:
+        return None
+
+
+def scan(path: str | Path, follow: bool = False) -> Iterator[tuple[Line, Measurement | None]]:
+    """Each non-blank line of a measurements.jsonl with its record (None for a line that holds none), streamed;
+    nothing when the file does not exist. LogError when it cannot be read."""
     path = Path(path)
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    try:
+        reader = Lines(path, line_limit=MAX_RECORD_BYTES, total_limit=MAX_LOG_BYTES, what="measurements",
+                       error=LogError, follow=follow)
+    except LogError:
+        if not os.path.lexists(path):
+            return
+        raise
+    with reader:
+        for line in reader:
+            if line.data is not None and not line.data.strip():
                 continue
-            try:
-                out.append(Measurement.model_validate_json(line))
-            except ValueError:
-                continue
-    return out
+            yield line, parse(line)
+
+
+def read(path: str | Path, follow: bool = False) -> list[Measurement]:
+    """The records of a measurements.jsonl, skipping lines that hold none (a kill mid-write leaves a torn one)."""
+    return [m for _, m in scan(path, follow) if m is not None]

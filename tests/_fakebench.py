@@ -6,6 +6,8 @@ point i does what ``behave[i]`` says:
   "raise"  raises ValueError          "hang"  sleeps for an hour        "die"   SIGKILLs its own process
   "exit"   os._exit(7)                "oom"   raises MemoryError        "cuda"  raises a CUDA-style error
   "spawn"  starts a child process (its pid to the file ``ctx.options["pidfile"]``), then hangs
+  "hang_env"  hangs while $ROOFLAB_FAKE_HANG is set (a run another process holds)
+  "die_once"  SIGKILLs its own process the first time (a marker file in $ROOFLAB_FAKE_MARKERS says it did)
 
 Otherwise it returns one ok record whose numbers depend on the point alone (so two runs agree exactly),
 with the worker's pid in ``extra``.
@@ -50,6 +52,13 @@ class Fake(Benchmark):
             time.sleep(3600)
         if act == "die":
             os.kill(os.getpid(), signal.SIGKILL)
+        if act == "hang_env" and os.environ.get("ROOFLAB_FAKE_HANG"):
+            time.sleep(3600)
+        if act == "die_once":
+            marker = os.path.join(os.environ["ROOFLAB_FAKE_MARKERS"], f"{self.name}-{point['i']}")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
         if act == "exit":
             os._exit(7)
         if act == "oom":
@@ -88,6 +97,8 @@ FAKES = {
     "f_exit": Fake("f_exit", n=2, behave={0: "exit"}),
     "f_cuda": Fake("f_cuda", n=3, behave={1: "cuda"}),
     "f_spawn": Fake("f_spawn", n=2, behave={0: "spawn"}),
+    "f_wait": Fake("f_wait", n=3, behave={1: "hang_env"}),
+    "f_die_once": Fake("f_die_once", n=3, behave={1: "die_once"}),
     "f_slow": Fake("f_slow", n=8, sleep_s=0.25),
     "f_budget": Fake("f_budget", n=12, sleep_s=0.2),
     "f_oom": Fake("f_oom", n=5, behave={("a", 2): "oom"}, series=("a", "b")),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bench import cli, runner
 from bench import profile as prof
 from bench.profile import build as profile_build
+from bench.runner import outdir
 
 WORDS = ["run", "--device", "cpu", "cuda", "tpu", "auto", "--only", "hbm", "gemm", "hbm,gemm", ",", "hbm,,x",
          "nope", "--quick", "--full", "--out", "--resume", "--force", "--min-time", "--seed", "--budget",
@@ -34,8 +35,8 @@ def sandbox(tmp_path, monkeypatch, cpu_target):
     run1.mkdir()
     settings_ = runner.Settings(selection=["hbm"], quick=True, seed=0, min_time_s=None, options={},
                                 backend="cpu", device=cpu_target.name)
-    (run1 / runner.SETTINGS).write_text(settings_.to_json())
-    (run1 / runner.MEASUREMENTS).write_text("")
+    outdir.run_file(run1, runner.SETTINGS).write_text(settings_.to_json())  # as a run writes them
+    outdir.run_file(run1, runner.MEASUREMENTS).write_text("")
     bad = tmp_path / "badrun"
     bad.mkdir()
     (bad / runner.SETTINGS).write_text('{"version": 1, "seed": "zero"}')

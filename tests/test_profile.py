@@ -122,7 +122,7 @@ def test_nan_not_json_directory_and_huge(tmp_path, monkeypatch):
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(prof.ProfileError, match="not valid JSON"):
         prof.load(tmp_path / "bin.json")
-    with pytest.raises(prof.ProfileError, match="cannot read"):
+    with pytest.raises(prof.ProfileError, match="not a regular file"):
         prof.load(tmp_path)
     monkeypatch.setattr(prof.io, "MAX_PROFILE_BYTES", 1000)
     with pytest.raises(prof.ProfileError, match="limit"):

@@ -6,20 +6,27 @@ schema versions are errors. Roofline (on the spec sheets and the published profi
 and random models): every step's terms are finite and non-negative,
 the step time never falls as batch or context grows, and it respects its bounds (the larger of compute and
 memory time, the batch-1 latency floor, peak FLOP/s and bandwidth); the maximum batch agrees with ``fits``.
+The one reader (bench/jsonio.py): whatever sits at a path (a file, a FIFO, a folder, a link, a device), it
+gives a regular file's bytes within the limit or one line of error, and its line stream hands back every
+byte while holding no line past its limit. The run-folder lock: one holder at a time, whatever a stale lock
+file held.
 """
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
+import os
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench import jsonio, roofline
 from bench import models as M
 from bench import profile as prof
-from bench import roofline
+from bench.runner import RunError, outdir
 
 SPECS = {name: json.loads(path.read_text()) for name, path in sorted(prof.library("spec").items())}
 PUBLISHED = {name: json.loads(path.read_text()) for name, path in sorted(prof.library("published").items())}
@@ -284,3 +291,109 @@ def test_model_spec_refuses_booleans_and_absurd_dimensions(field, value):
     with pytest.raises(ValueError):
         M.ModelSpec(**{**base, field: value})
     M.ModelSpec(**base)  # the same spec with plain values is fine
+
+
+# -- the one reader -----------------------------------------------------------------------------------------
+
+
+INPUT_KINDS = ["file", "fifo", "folder", "link to a file", "link to /dev/zero", "dangling link", "missing"]
+
+
+@FAST
+@given(content=st.binary(max_size=300), kind=st.sampled_from(INPUT_KINDS), limit=st.integers(0, 400),
+       follow=st.booleans())
+def test_the_reader_gives_a_regular_files_bytes_or_one_line(tmp_path_factory, content, kind, limit, follow):
+    d = tmp_path_factory.mktemp("r")
+    (d / "target").write_bytes(content)
+    p = d / "input"
+    if kind == "file":
+        p.write_bytes(content)
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "link to a file":
+        p.symlink_to(d / "target")
+    elif kind == "link to /dev/zero":
+        p.symlink_to("/dev/zero")
+    elif kind == "dangling link":
+        p.symlink_to(d / "nowhere")
+    ok = (kind == "file" or (kind == "link to a file" and follow)) and len(content) <= limit
+    try:
+        got = jsonio.read_bytes(p, limit, "input", jsonio.InputError, follow=follow)
+    except jsonio.InputError as e:
+        _one_line(e)
+        assert not ok, e
+    else:
+        assert ok and got == content
+
+
+@FAST
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12), torn=st.booleans(),
+       limit=st.integers(0, 30), chunk=st.integers(1, 9))
+def test_the_line_stream_gives_back_every_byte_and_holds_no_line_past_its_limit(tmp_path_factory, lines, torn,
+                                                                                 limit, chunk):
+    content = b"".join(x + b"\n" for x in lines)
+    if torn and content:
+        content = content[:-1]
+    p = tmp_path_factory.mktemp("l") / "log"
+    p.write_bytes(content)
+    saved, jsonio.CHUNK = jsonio.CHUNK, chunk  # small reads: lines cross every chunk boundary
+    try:
+        with jsonio.Lines(p, line_limit=limit, total_limit=len(content), what="log") as r:
+            got = list(r)
+            copied = io.BytesIO()
+            for line in got:
+                r.copy(line, copied)
+    finally:
+        jsonio.CHUNK = saved
+    assert copied.getvalue() == content  # offsets and sizes cover the file, byte for byte
+    raw = content.split(b"\n")[:-1] if content.endswith(b"\n") else content.split(b"\n") if content else []
+    assert [line.number for line in got] == list(range(1, len(raw) + 1))
+    for line, want in zip(got, raw):
+        assert line.data == (want if len(want) <= limit else None)
+    assert all(line.complete for line in got[:-1])
+    assert not got or got[-1].complete == content.endswith(b"\n")
+    if content:
+        with pytest.raises(jsonio.InputError, match="limit"):
+            jsonio.Lines(p, line_limit=limit, total_limit=len(content) - 1, what="log")
+
+
+# -- the run-folder lock ------------------------------------------------------------------------------------
+
+
+@FAST
+@given(ops=st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=16),
+       stale=st.one_of(st.none(), st.binary(max_size=200), st.sampled_from([
+           b'{"pid": 1, "host": "elsewhere", "started": "2026-01-01T00:00:00Z"}', b'{"pid": "x\\u001b[31m"}'])))
+def test_the_lock_admits_one_holder_at_a_time(tmp_path_factory, ops, stale):
+    d = tmp_path_factory.mktemp("lock")
+    if stale is not None:
+        (d / outdir.LOCK).write_bytes(stale)  # left by a process that died: nobody holds it
+    notes: list[str] = []
+    locks = [outdir.RunLock(d, log=notes.append) for _ in range(3)]
+    holder = None
+    try:
+        for who, take in ops:
+            lock = locks[who]
+            if take and lock.fd < 0:
+                try:
+                    lock.acquire()
+                except RunError as e:
+                    _one_line(e)
+                    assert holder is not None and holder != who and f"pid {os.getpid()} on " in str(e)
+                else:
+                    assert holder is None
+                    holder = who
+                    assert json.loads((d / outdir.LOCK).read_text())["pid"] == os.getpid()
+            elif not take:
+                lock.release()
+                if holder == who:
+                    holder = None
+    finally:
+        for lock in locks:
+            lock.release()
+    took = any(take for _, take in ops)
+    assert not (took and (d / outdir.LOCK).exists())  # given back: no lock file is left
+    assert all(n.isprintable() and "stale lock" in n for n in notes)
+    assert len(notes) == (1 if took and stale is not None and stale.strip() else 0)

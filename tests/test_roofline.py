@@ -178,7 +178,7 @@ def _measured(curves: bool = True) -> prof.Profile:
                                        library="cuBLAS", flops=fl, median_s=1.0, p10_s=1.0, p90_s=1.0, bytes=nbytes,
                                        efficiency=fl / 7.9e14))
         dec = [prof.DecodePoint(model="llama-3.1-8b", impl="triton", layout="contiguous", dtype="bfloat16", batch=b,
-                                context=c, q_heads=32, kv_heads=8, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
+                                context=c, q_heads=32, kv_heads=8, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1e9,
                                 median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
                for b, c, bw in [(1, 1024, 1.0e12), (16, 1024, 2.0e12), (1, 8192, 2.0e12), (16, 8192, 2.6e12)]]
         data["curves"] = prof.Curves(hbm=hbm, matmul=mm, decode=dec)
@@ -297,7 +297,7 @@ def _two_families() -> prof.Profile:
 
     def dec(model, hq, hkv, impl, b, c, bw):
         return prof.DecodePoint(model=model, impl=impl, layout="contiguous", dtype="bfloat16", batch=b, context=c,
-                                q_heads=hq, kv_heads=hkv, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1.0,
+                                q_heads=hq, kv_heads=hkv, head_dim=128, bytes=1, bandwidth_Bps=bw, flops=1e9,
                                 median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
 
     decode = [dec("llama-3.1-8b", 32, 8, "triton", b, c, bw)

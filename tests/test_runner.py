@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bench import measurement as meas
 from bench import registry, runner
 from bench.registry import RunContext
-from bench.runner import RunError, plan, point, records
+from bench.runner import RunError, outdir, plan, point, records
 
 
 def _by_key(records):
@@ -270,12 +270,16 @@ def test_sigint_finishes_the_point_in_flight_sigterm_abandons_it(tmp_path, monke
 def test_out_dir_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    (out / runner.PROFILE).write_text("{}")
+    outdir.run_file(out, runner.PROFILE).write_text("{}")  # a file a run wrote (the manifest lists it)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match="not empty"):
         runner.prepare_out_dir(out)
     runner.prepare_out_dir(out, force=True)
     assert not (out / runner.PROFILE).exists() and (out / "notes.txt").read_text() == "mine"
+    (out / runner.REPORT).write_text("mine too")  # a run's name, but not written by rooflab: never deleted
+    with pytest.raises(RunError, match="did not write"):
+        runner.prepare_out_dir(out, force=True)
+    assert (out / runner.REPORT).read_text() == "mine too"
     (tmp_path / "f").write_text("x")
     with pytest.raises(RunError, match="not a directory"):
         runner.prepare_out_dir(tmp_path / "f")

@@ -353,7 +353,7 @@ def test_predictions_read_the_attention_kernel_the_step_runs():
 
     def dec(impl, bw):
         return P.DecodePoint(model="tiny", impl=impl, layout="contiguous", dtype="float32", batch=2, context=64,
-                             q_heads=4, kv_heads=2, head_dim=16, bytes=1, bandwidth_Bps=bw, flops=1.0, median_s=1.0,
+                             q_heads=4, kv_heads=2, head_dim=16, bytes=1, bandwidth_Bps=bw, flops=1e9, median_s=1.0,
                              p10_s=1.0, p90_s=1.0, time_per_token_s=1.0)
 
     prof = prof.model_copy(update={"curves": prof.curves.model_copy(

@@ -26,7 +26,7 @@ def _dec(impl, bw, **over):
     nbytes = 2 * pt["batch"] * pt["context"] * pt["kv_heads"] * pt["head_dim"] * 2
     t = nbytes / bw
     return {"model": "llama-3.1-8b", "impl": impl, "layout": "contiguous", **pt, "bytes": nbytes,
-            "bandwidth_Bps": bw, "flops": 1.0, "median_s": t, "p10_s": t, "p90_s": t, "time_per_token_s": t / 64}
+            "bandwidth_Bps": bw, "flops": 1e9, "median_s": t, "p10_s": t, "p90_s": t, "time_per_token_s": t / 64}
 
 
 def _gpu_profile(*, best=3.15e12, copy=2.95e12, hbm=(), mm=(), dec=(), bf16=800 * TF, backend="cuda"):

@@ -17,7 +17,7 @@ from bench.cli import run  # noqa: F401
 
 # isort: split
 from bench.cli import doctor, profiles, report, validate  # noqa: F401
-from bench.cli.base import ClickException, CLIError, app, click_error
+from bench.cli.base import ClickException, CLIError, app, click_error, shown
 
 __all__ = ["CLIError", "app", "main"]
 
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         msg, code = click_error(e)
         if not msg:  # no-args-is-help: the help was printed already
             sys.exit(2)
-        print(f"rooflab: error: {msg}", file=sys.stderr)
+        print(f"rooflab: error: {shown(msg, markup=False)}", file=sys.stderr)
         sys.exit(code)
     except CLIError as e:
-        print(f"rooflab: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"rooflab: error: {shown(' '.join(str(e).split()), markup=False)}", file=sys.stderr)
         sys.exit(e.code)
     except KeyboardInterrupt:
         print("rooflab: interrupted", file=sys.stderr)
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an internal error still gets one line; the traceback only on request
         if os.environ.get("ROOFLAB_DEBUG"):
             raise
-        print(f"rooflab: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}", file=sys.stderr)
+        print(f"rooflab: internal error: {type(e).__name__}: {shown(' '.join(str(e).split())[:300], markup=False)}",
+              file=sys.stderr)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

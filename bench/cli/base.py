@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from enum import Enum
 from typing import Any
 
@@ -57,12 +58,30 @@ def _root(
     """rooflab: measured hardware rooflines for LLM inference."""
 
 
+# Characters that would act on the terminal instead of being shown: C0/C1 controls and DEL, line and paragraph
+# separators, and the bidirectional overrides that reorder what follows them.
+_ACTIVE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object, markup: bool = True) -> str:
+    """``value`` as text fit for the terminal: every control character written as an escape (``\\x1b``,
+    ``\\n``), so that a name from a file stays one inert line, and (``markup``, for rich) its square
+    brackets escaped so that rich prints them instead of reading them as style tags. Every string that comes
+    from data (a profile, a model, a record, a path, a device name) goes through it on its way out."""
+    text = _ACTIVE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+    if not markup:
+        return text
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def console(wide: bool = False):
-    """The CLI's console. ``wide``: when piped (not a terminal), at least 160 columns, so that tables do not
-    wrap into columns of dots."""
+    """The CLI's console (no emoji codes: ":x:" in a name stays text). ``wide``: when piped (not a terminal),
+    at least 160 columns, so that tables do not wrap into columns of dots."""
     from rich.console import Console
 
-    con = Console(stderr=False, highlight=False)
+    con = Console(stderr=False, highlight=False, emoji=False)
     if wide and not con.is_terminal:
         con.width = max(con.width, 160)
     return con

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bench.cli.base import CLIError, app, configure_target, console
+from bench.cli.base import CLIError, app, configure_target, console, shown
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,11 +51,10 @@ def doctor(
 
 def render(con: Console, report: DoctorReport) -> None:
     """The verdicts as a table a person reads."""
-    from rich.markup import escape
     from rich.table import Table
 
     if report.status == "unavailable":
-        con.print(f"rooflab doctor: nothing to check: {escape(report.reason or 'no NVIDIA GPU')}")
+        con.print(f"rooflab doctor: nothing to check: {shown(report.reason or 'no NVIDIA GPU')}")
         return
     d = report.device
     ident = []
@@ -70,13 +69,13 @@ def render(con: Console, report: DoctorReport) -> None:
             continue
         ident.append(fmt.format(v / 2**30 if key == "memory_total_bytes" else v))
     name = d.get("name") or d.get("torch_name") or ", ".join(d.get("nvml_gpus", [])) or "GPU"
-    con.print(f"[bold]{escape(str(name))}[/]" + (f": {escape(', '.join(ident))}" if ident else ""))
+    con.print(f"[bold]{shown(str(name))}[/]" + (f": {shown(', '.join(ident))}" if ident else ""))
     t = Table(show_lines=False)
     for col in ("check", "verdict", "measured", "expected", "reason"):
         t.add_column(col, overflow="fold")
     for v in report.checks:
-        t.add_row(v.check, f"[{_STYLE[v.status]}]{v.status}[/]", escape(v.measured), escape(v.expected),
-                  escape(v.reason))
+        t.add_row(v.check, f"[{_STYLE[v.status]}]{v.status}[/]", shown(v.measured), shown(v.expected),
+                  shown(v.reason))
     con.print(t)
     counts = {s: sum(1 for v in report.checks if v.status == s) for s in ("FAIL", "WARN", "PASS", "SKIP")}
     took = f" in {report.wall_time_s:.1f} s" if report.wall_time_s is not None else ""

@@ -4,11 +4,12 @@ published or spec, completed by the others; spec:NAME, published:NAME, measured:
 everywhere; a model is a preset name or a JSON file (ours or a Hugging Face config.json)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from bench.cli.base import CLIError, app, echo_json, int_list, si, usd
+from bench.cli.base import CLIError, app, echo_json, int_list, shown, si, usd
 from bench.cli.base import console as _console
 from bench.cli.base import ms as _ms
 
@@ -74,15 +75,15 @@ def profile_list(json_out: bool = typer.Option(False, "--json", help="Print one 
         return
     from rich.table import Table
 
-    t = Table(title=f"profiles in {prof.profiles_dir()} (a bare name is the most real, completed by the others)")
+    t = Table(title=f"profiles in {shown(prof.profiles_dir())} (a bare name is the most real, completed by the others)")
     right = ("numbers", "memory", "bandwidth", "bf16 matmul", "$/GPU-h")
     for c in ("name", "kind", "device") + right:
         t.add_column(c, justify="right" if c in right else "left")
     for it in items:
         if "error" in it:
-            t.add_row(it["name"], it["kind"], f"[red]invalid: {it['error']}[/]", "", "", "", "", "")
+            t.add_row(shown(it["name"]), it["kind"], f"[red]invalid: {shown(it['error'])}[/]", "", "", "", "", "")
             continue
-        t.add_row(it["name"], it["kind"], it["device"], str(it["numbers"]), si(it["memory_bytes"], "B"),
+        t.add_row(shown(it["name"]), it["kind"], shown(it["device"]), str(it["numbers"]), si(it["memory_bytes"], "B"),
                   si(it["memory_bandwidth_Bps"], "B/s"), si(it["bfloat16_flops"], "FLOP/s"), usd(it["usd_per_hour"]))
     console().print(t)
 
@@ -127,7 +128,7 @@ def profile_show(
         return
     from rich.table import Table
 
-    t = Table(title=f"{p.name} ({p.kind} profile; numbers from: {prof.source_kinds(p)})")
+    t = Table(title=f"{shown(p.name)} ({p.kind} profile; numbers from: {prof.source_kinds(p)})")
     for c in ("quantity", "value", "from", "source"):
         t.add_column(c, justify="right" if c == "value" else "left")
     d, pk = p.device, p.peaks
@@ -165,12 +166,12 @@ def profile_show(
                  ("device to host (pinned)", si(h.peak_d2h_Bps, "B/s"), "host_link.peak_d2h_Bps", None)]
     if p.price:
         rows.append(("price per GPU-hour", f"${p.price.usd_per_hour:g} ({p.price.as_of})", "price.usd_per_hour", None))
-    t.add_row("device", d.name, "", "")
-    t.add_row("card", p.card or "–", "", "")
-    t.add_row("architecture", d.architecture or "–", "", "")
+    t.add_row("device", shown(d.name), "", "")
+    t.add_row("card", shown(p.card or "–"), "", "")
+    t.add_row("architecture", shown(d.architecture or "–"), "", "")
     for name, value, path, sibling in rows:
         if value.strip() not in ("–", ""):
-            t.add_row(name, value.strip(), p.provenance.get(path) or p.kind, _citation(p, path, sibling))
+            t.add_row(name, shown(value.strip()), p.provenance.get(path) or p.kind, shown(_citation(p, path, sibling)))
     c = p.curves
     if p.kind == "measured":
         t.add_row("curves", f"hbm {len(c.hbm)}, matmul {len(c.matmul)}, decode {len(c.decode)}, "
@@ -178,7 +179,7 @@ def profile_show(
     con = console()
     con.print(t)
     for n in p.notes:
-        con.print(f"- {n}", markup=False)
+        con.print(f"- {shown(n, markup=False)}", markup=False)
 
 
 @profile_app.command("validate")
@@ -201,7 +202,7 @@ def profile_validate(
                      "numbers": len(prof.number_paths(p))})
         if not json_out:
             n = done[-1]["numbers"]
-            typer.echo(f"ok: {p.name} ({p.kind} profile, schema_version {p.schema_version}, "
+            typer.echo(f"ok: {shown(p.name, markup=False)} ({p.kind} profile, schema_version {p.schema_version}, "
                        f"{n} number{'' if n == 1 else 's'})")
     if json_out:
         echo_json(done[0] if len(done) == 1 else {"ok": True, "profiles": done})
@@ -286,8 +287,9 @@ def _print_estimate(est, kinds: str = "") -> None:
 
     con = console()
     dep = est.deployment
-    con.print(f"[bold]{est.model}[/] on [bold]{est.gpu}[/] ({est.gpu_kind}): {dep['gpus']} GPU(s), tp {dep['tp']}, "
-              f"ep {dep['ep']}, weights {dep['weight_dtype'] or 'as released'}, KV {dep['kv_dtype']}, "
+    con.print(f"[bold]{shown(est.model)}[/] on [bold]{shown(est.gpu)}[/] ({est.gpu_kind}): {dep['gpus']} GPU(s), "
+              f"tp {dep['tp']}, ep {dep['ep']}, weights {shown(dep['weight_dtype'] or 'as released')}, "
+              f"KV {shown(dep['kv_dtype'])}, "
               f"context {est.context}" + (f"; numbers from: {kinds}" if kinds else ""))
     price = f"${est.price_usd_per_hour:g}/GPU-h" if est.price_usd_per_hour else "no price (--price USD)"
     max_batch = est.max_batch if est.max_batch is not None else "–"
@@ -298,19 +300,19 @@ def _print_estimate(est, kinds: str = "") -> None:
         pf = est.prefill
         con.print(f"prefill of {pf['prompt_tokens']} tokens: {_ms(pf['time_s'])} ms ({pf['bound']} bound)")
     for e in [est] + ([est.spec] if est.spec is not None else []):
-        t = Table(title=f"decode on {e.gpu} ({_PEAKS.get(e.gpu_kind, e.gpu_kind)})")
+        t = Table(title=f"decode on {shown(e.gpu)} ({_PEAKS.get(e.gpu_kind, e.gpu_kind)})")
         for c in ("batch", "step ms", "compute ms", "memory ms", "comm ms", "overhead ms", "bound", "tok/s",
                   "tok/s/GPU", "tok/s/user", "$/Mtok", "fits"):
             t.add_column(c, justify="left" if c in ("bound", "fits") else "right")
         for r in e.rows:
             t.add_row(str(r.batch), _ms(r.step_time_s), _ms(r.compute_time_s), _ms(r.memory_time_s),
-                      _ms(r.comm_time_s), _ms(r.overhead_time_s), r.bound, f"{r.tokens_per_s:.4g}",
+                      _ms(r.comm_time_s), _ms(r.overhead_time_s), shown(r.bound), f"{r.tokens_per_s:.4g}",
                       f"{r.tokens_per_s_per_gpu:.4g}",
                       f"{r.tokens_per_s_per_user:.4g}", usd(r.usd_per_mtok),
                       "–" if r.fits is None else ("yes" if r.fits else "[red]no[/]"))
         con.print(t)
     for n in est.notes:
-        con.print(f"- {n}")
+        con.print(f"- {shown(n)}")
 
 
 # ------------------------------------------------------------------------------------------------ compare
@@ -344,6 +346,10 @@ def compare_cmd(
 
     _check_range("--context", context, 0, MAX_CONTEXT)
     _check_range("--target-tokens-per-user", target, 1e-6, 1e9)
+    _check_range("--tp", tp, 1, 1024)
+    _check_range("--ep", ep, 1, 1024)
+    if plot is not None and not Path(plot).parent.is_dir():
+        raise CLIError(f"--plot: folder {shown(Path(plot).parent, False)} does not exist")
     prices = _prices(price)
     unknown = sorted(set(prices) - set(cards))
     if unknown:
@@ -401,8 +407,8 @@ def _print_purchase(purchase, html: str | None) -> None:
     from rich.table import Table
 
     target = purchase.target
-    t = Table(title=f"{purchase.model}, context {purchase.context}, weights {purchase.weight_dtype or 'as released'}"
-                    f", KV {purchase.kv_dtype}"
+    t = Table(title=f"{shown(purchase.model)}, context {purchase.context}, "
+                    f"weights {purchase.weight_dtype or 'as released'}, KV {purchase.kv_dtype}"
                     + (f", at >= {target:g} tokens/s per user" if target else ", best throughput"))
     for c in ("card", "from", "GPUs (tp/ep)", "max batch", "batch", "tok/s/GPU", "tok/s/user", "$/GPU-h", "$/Mtok",
               "bound", "public result"):
@@ -411,10 +417,10 @@ def _print_purchase(purchase, html: str | None) -> None:
         r, pub = c.result, c.public
         public = "–" if pub is None else (f"{_count(pub.row.rate)} {pub.row.unit}"
                                           + (f" = {pub.fraction:.0%}" if pub.fraction is not None else ""))
-        t.add_row(r.gpu, c.source, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
+        t.add_row(shown(r.gpu), c.source, f"{r.gpus} ({r.tp}/{r.ep})", "–" if r.max_batch is None else str(r.max_batch),
                   "–" if r.batch is None else str(r.batch),
                   _count(r.tokens_per_s_per_gpu), _count(r.tokens_per_s_per_user), usd(r.price_usd_per_hour),
-                  usd(r.usd_per_mtok), (r.bound or "–") + (f" ({r.note})" if r.note else ""), public)
+                  usd(r.usd_per_mtok), shown((r.bound or "–") + (f" ({r.note})" if r.note else "")), shown(public))
     con = console()
     con.print(t)
     con.print("from: the kinds of profile each card's numbers come from (measured > published > spec); public "
@@ -422,11 +428,12 @@ def _print_purchase(purchase, html: str | None) -> None:
               markup=False)
     for c in purchase.cards:
         if c.public is not None:
-            con.print(f"- {c.result.gpu}: {c.public.summary()}; source: {c.public.row.source}", markup=False)
+            con.print(shown(f"- {c.result.gpu}: {c.public.summary()}; source: {c.public.row.source}", markup=False),
+                      markup=False)
         else:
-            con.print(f"- {c.result.gpu}: {c.public_note}", markup=False)
+            con.print(shown(f"- {c.result.gpu}: {c.public_note}", markup=False), markup=False)
     if html is not None:
-        con.print(f"wrote {html}", markup=False)
+        con.print(shown(f"wrote {html}", markup=False), markup=False)
 
 
 def _prices(items: list[str] | None) -> dict[str, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bench.cli.base import CLIError, app
+from bench.cli.base import CLIError, app, shown
 
 
 @app.command("report")
@@ -50,7 +50,7 @@ def report(
                                "pareto_note": rd.pareto_note or None}))
         return
     for f in written.files:
-        typer.echo(f"wrote {f}")
+        typer.echo(f"wrote {shown(f, markup=False)}")
     for name, state in written.plots.items():
         if state != "ok":
-            typer.echo(f"{name}: {state}")
+            typer.echo(f"{name}: {shown(state, markup=False)}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from bench import __version__
-from bench.cli.base import CLIError, Device, app, configure_target, console, seconds
+from bench.cli.base import CLIError, Device, app, configure_target, console, seconds, shown
 
 
 def _same_dir(a: Path, b: Path) -> bool:
@@ -27,7 +27,10 @@ def run(
                                        "a non-empty one is never overwritten without --force."),
     resume: Path | None = typer.Option(None, "--resume", metavar="DIR", help="Continue the interrupted run in DIR, "
                                           "with the settings it was started with, skipping the points it measured."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the outputs of a previous run in --out."),
+    force: bool = typer.Option(False, "--force", help="Start over in --out: removes the files a previous run "
+                                  "wrote there (as its manifest lists them), nothing else."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: also measure again the "
+                                         "points that failed (a crash, a hang, an exception)."),
     min_time: float | None = typer.Option(None, "--min-time", help="Measured seconds per point (default: by device)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the random inputs (default 0)."),
     budget: float | None = typer.Option(None, "--budget", metavar="SECONDS", help="Wall-time budget of the run: "
@@ -48,12 +51,16 @@ def run(
     profile and report for what was measured and exits non-zero; --resume DIR continues.
     """
     from bench import registry, runner
+    from bench.runner import settings as rules
 
-    seconds("--min-time", min_time, 3600.0)
+    for name, why in (("--min-time", rules.min_time_problem(min_time)),
+                      ("--seed", None if seed is None else rules.seed_problem(seed))):
+        if why:
+            raise CLIError(f"{name} {why}")
     seconds("--budget", budget)
     seconds("--time-limit", time_limit)
-    if seed is not None and not (0 <= seed < 2**63):
-        raise CLIError(f"--seed must be in [0, 2^63), got {seed}")
+    if retry_failed and resume is None:
+        raise CLIError("--retry-failed goes with --resume DIR: it measures a run's failed points again")
     if only is not None and not only.strip(" ,"):
         raise CLIError("--only needs at least one benchmark name")
     try:
@@ -89,8 +96,9 @@ def run(
     options: dict = dict(stored.options) if stored is not None else {}
     from bench import distributed
 
-    if ranks is not None and not 1 <= ranks <= distributed.MAX_RANKS:
-        raise CLIError(f"--ranks must be in [1, {distributed.MAX_RANKS}], got {ranks}")
+    bad_ranks = distributed.check_ranks(None, ranks)
+    if bad_ranks:
+        raise CLIError(bad_ranks)
     if ranks is not None and stored is None:
         options["ranks"] = ranks
     launched = distributed.torchrun_env()  # started by torchrun: this process is one rank of the launch
@@ -112,18 +120,23 @@ def run(
         out = Path(tempfile.mkdtemp(prefix=f"rooflab-rank{launched.rank if launched else 0}-"))
 
     out_dir = resume if resume is not None else out if out is not None else runner.default_out_dir(target)
+    try:
+        runner.check_out_dir(out_dir)
+    except runner.RunError as e:
+        raise CLIError(str(e)) from None
     con = console()
     con.quiet = quiet
     if not json_out:
-        con.print(f"[bold]rooflab {__version__}[/] on [bold]{target.name}[/] ({target.backend}): {target.reason}")
-        con.print(f"output: {out_dir}" + (" (resumed)" if resume is not None else ""))
+        con.print(f"[bold]rooflab {__version__}[/] on [bold]{shown(target.name)}[/] ({target.backend}): "
+                  f"{shown(target.reason)}")
+        con.print(f"output: {shown(out_dir)}" + (" (resumed)" if resume is not None else ""))
     progress_cb, progress = progress_bar(con, disable=json_out)
     try:
         with progress:
             res = runner.run(selection, target, out_dir, quick=quick, resume=resume is not None, force=force,
                              min_time_s=min_time, seed=seed, options=options, on_progress=progress_cb,
-                             budget_s=budget, time_limit_s=time_limit,
-                             log=(lambda msg: None) if json_out else (lambda msg: con.print(msg, markup=False)))
+                             budget_s=budget, time_limit_s=time_limit, retry_failed=retry_failed,
+                             log=lambda msg: _note(con, msg, json_out))
     except runner.RunError as e:
         raise CLIError(str(e)) from None
     if json_out and not quiet:
@@ -132,7 +145,7 @@ def run(
         _summary(con, res)
         if res.budget_skipped:
             con.print(f"budget spent: {res.budget_skipped} points not measured; "
-                      f"rooflab run --resume {out_dir} measures them", markup=False)
+                      f"rooflab run --resume {shown(out_dir, False)} measures them", markup=False)
     if quiet:  # a non-zero torchrun rank: its scratch copy of the results is not needed
         import shutil
 
@@ -141,6 +154,16 @@ def run(
         measured = sum(1 for m in res.measurements if m.status == "ok")
         raise CLIError(f"interrupted by {res.signal}: wrote the profile and report for the {measured} records "
                        f"measured in {out_dir}; continue with: rooflab run --resume {out_dir}", code=res.exit_code)
+
+
+def _note(con, msg: str, json_out: bool) -> None:
+    """A message of the runner (a point that hung, lines moved aside, a stale lock taken over): on the console,
+    or with --json on stderr, so that stdout stays one JSON document."""
+    if json_out:
+        if not con.quiet:
+            typer.echo(shown(msg, markup=False), err=True)
+    else:
+        con.print(shown(msg, markup=False), markup=False)
 
 
 def progress_bar(con, disable: bool):
@@ -154,7 +177,7 @@ def progress_bar(con, disable: bool):
         if bname not in tasks:
             tasks[bname] = progress.add_task(bname, total=n)
         desc = bname + (" " + " ".join(f"{k}={v}" for k, v in point.items()) if point else "")
-        progress.update(tasks[bname], completed=i, total=n, description=desc[:60])
+        progress.update(tasks[bname], completed=i, total=n, description=shown(desc[:60]))
 
     return cb, progress
 
@@ -210,11 +233,11 @@ def _verdict(con, p) -> None:
     except ProfileError:
         spec = None
     checks = verdict.evaluate(p, spec)
-    con.print(f"verdict: {verdict.summary(checks)}", markup=False)
+    con.print(f"verdict: {shown(verdict.summary(checks), False)}", markup=False)
     for c in checks:
         if c.status != "n/a":
-            con.print(f"  {c.status.upper():4} {c.name}: {c.ratio:.1%} (needs {c.threshold:.0%}); {c.detail}",
-                      markup=False)
+            con.print(shown(f"  {c.status.upper():4} {c.name}: {c.ratio:.1%} (needs {c.threshold:.0%}); {c.detail}",
+                            False), markup=False)
 
 
 def _summary(con, res) -> None:
@@ -222,20 +245,20 @@ def _summary(con, res) -> None:
 
     p = res.profile
     label = "CPU mode: CPU numbers, not a GPU" if p.device.backend == "cpu" else p.device.backend
-    t = Table(title=f"rooflab: {p.device.name} ({label})")
+    t = Table(title=f"rooflab: {shown(p.device.name)} ({label})")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_column("how")
     for row in _summary_rows(p):
-        t.add_row(*row)
+        t.add_row(*map(shown, row))
     t.add_row("wall time", f"{res.wall_time_s:.1f} s", "")
     con.print(t)
     if p.device.backend == "cuda":
         _verdict(con, p)
     for f in res.failures[:10]:
-        con.print(f"[red]failed[/] {f}")
+        con.print(f"[red]failed[/] {shown(f)}")
     written = [n for n in ("profile.json", "report.md", "report.html", "measurements.jsonl", "plots")
                if (res.out_dir / n).exists()]
-    con.print(f"wrote {', '.join(written)} in {res.out_dir}")
+    con.print(f"wrote {', '.join(written)} in {shown(res.out_dir)}")
 
 

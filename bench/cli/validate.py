@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bench.cli.base import CLIError, Device, app, configure_target, int_list, seconds
+from bench.cli.base import CLIError, Device, app, configure_target, int_list, seconds, shown
 from bench.cli.base import console as _console
 from bench.cli.base import ms as _ms
 
 MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
-RESULT_FILE = "validation.json"
 PROFILE_DIR = "profile"  # the benchmark run inside --out when no --profile is given
 
 if TYPE_CHECKING:
@@ -95,6 +94,8 @@ def validate_cmd(
     from bench import runner
     from bench.cli.run import progress_bar
     from bench.profile import atomic_write_text
+    from bench.runner.outdir import VALIDATION as RESULT_FILE
+    from bench.runner.outdir import run_file
     from bench.validate import driver, plan, prediction
     from bench.validate.errors import ValidateError
 
@@ -120,12 +121,16 @@ def validate_cmd(
         raise CLIError(f"{out_dir / RESULT_FILE} exists: use --force to overwrite it or another --out")
 
     try:
+        runner.check_out_dir(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        result_path = run_file(out_dir, RESULT_FILE)  # listed in the folder's manifest; never through a link
     except OSError as e:
         raise CLIError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    except runner.RunError as e:
+        raise CLIError(str(e)) from None
     con = _console()
     con.quiet = json_out
-    con.print(f"rooflab validate on {target.name} ({target.backend}): {target.reason}", markup=False)
+    con.print(shown(f"rooflab validate on {target.name} ({target.backend}): {target.reason}", False), markup=False)
     notes: list[str] = []
     try:
         spec_prof, spec_note = prediction.spec_profile_for(target, spec)
@@ -135,22 +140,23 @@ def validate_cmd(
             label = profile
         else:
             run_dir = out_dir / PROFILE_DIR
-            con.print(f"measuring the profile first ({', '.join(prediction.NEEDED_BENCHMARKS)}, quick) into {run_dir}",
-                      markup=False)
+            con.print(shown(f"measuring the profile first ({', '.join(prediction.NEEDED_BENCHMARKS)}, quick) into "
+                            f"{run_dir}", False), markup=False)
             cb, progress = progress_bar(con, disable=json_out)
             with progress:
                 measured = prediction.measure_profile(target, run_dir, on_progress=cb, force=force,
                                                       budget_s=0.6 * budget if budget is not None else None,
                                                       log=(lambda msg: None) if json_out else
-                                                      (lambda msg: con.print(msg, markup=False)))
+                                                      (lambda msg: con.print(shown(msg, False), markup=False)))
             label = str(run_dir / runner.PROFILE)
 
         def on_point(r: Row) -> None:
             if r.status == "ok":
-                con.print(f"  {r.model}  batch {r.batch}  context {r.context}: measured {_ms(r.measured_s)} ms, "
-                          f"model {_ms(r.predicted_s)} ms ({_pct(r.error)})", markup=False)
+                con.print(shown(f"  {r.model}  batch {r.batch}  context {r.context}: measured {_ms(r.measured_s)} "
+                                f"ms, model {_ms(r.predicted_s)} ms ({_pct(r.error)})", False), markup=False)
             else:
-                con.print(f"  {r.model}  batch {r.batch}  context {r.context}: {r.status}: {r.reason}", markup=False)
+                con.print(shown(f"  {r.model}  batch {r.batch}  context {r.context}: {r.status}: {r.reason}", False),
+                          markup=False)
 
         write_error: list[str] = []
 
@@ -158,7 +164,7 @@ def validate_cmd(
             if write_error:
                 return
             try:
-                atomic_write_text(out_dir / RESULT_FILE, json.dumps(partial.as_dict(), indent=2, allow_nan=False)
+                atomic_write_text(result_path, json.dumps(partial.as_dict(), indent=2, allow_nan=False)
                                   + "\n")
             except OSError as e:
                 write_error.append(f"cannot write {out_dir / RESULT_FILE}: {e.strerror or e}")
@@ -180,7 +186,7 @@ def validate_cmd(
         raise CLIError(str(e)) from None
     doc = res.as_dict()
     try:
-        atomic_write_text(out_dir / RESULT_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        atomic_write_text(result_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise CLIError(f"cannot write {out_dir / RESULT_FILE}: {e.strerror or e}") from None
     doc["written"] = str(out_dir / RESULT_FILE)
@@ -188,9 +194,10 @@ def validate_cmd(
         typer.echo(json.dumps(doc, allow_nan=False))
     else:
         _print_tables(con, res)
-        con.print(f"wrote {out_dir / RESULT_FILE}", markup=False)
+        con.print(shown(f"wrote {out_dir / RESULT_FILE}", False), markup=False)
     if res.stopped:
-        typer.echo(f"rooflab validate: {res.stopped}; the points measured are in {out_dir / RESULT_FILE}", err=True)
+        typer.echo(shown(f"rooflab validate: {res.stopped}; the points measured are in {out_dir / RESULT_FILE}", False),
+                   err=True)
         raise typer.Exit(143 if "SIGTERM" in res.stopped else 130)
     if res.summary.get("failed"):
         raise typer.Exit(1)
@@ -213,7 +220,7 @@ def _print_tables(con: Console, res: Result) -> None:
     has_drift = any(r.drift is not None for r in res.rows)
     for model in dict.fromkeys(r.model for r in res.rows):
         rows = [r for r in res.rows if r.model == model]
-        t = Table(title=f"{model} on {res.device} ({res.mode}, {res.dtype})")
+        t = Table(title=shown(f"{model} on {res.device} ({res.mode}, {res.dtype})"))
         for col in ("batch", "context", "measured ms", "model ms", "error"):
             t.add_column(col, justify="right")
         if has_overhead:
@@ -238,7 +245,7 @@ def _print_tables(con: Console, res: Result) -> None:
             if has_spec and r.spec_bound and r.spec_bound != r.bound:
                 bound += f" (spec: {r.spec_bound})"
             cells.append(bound if r.status == "ok" else f"{bound}; {r.status}: {r.reason[:60]}")
-            t.add_row(*cells)
+            t.add_row(*map(shown, cells))
         con.print(t)
     s = res.summary
     line = (f"median |error| over {s['measured']} points: measured profile {_apct(s['median_abs_error'])}"
@@ -248,14 +255,15 @@ def _print_tables(con: Console, res: Result) -> None:
                else "")
             + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
                else "; no spec-sheet prediction"))
-    con.print(line, markup=False)
+    con.print(shown(line, False), markup=False)
     if s.get("unsteady"):
         con.print(f"{s['unsteady']} points measured while the memory bandwidth moved > {DRIFT_LIMIT:.0%} (drift "
                   f"column, '!'); over the steady ones: {_apct(s.get('median_abs_error_steady'))}", markup=False)
     for m, b in s["by_model"].items():
-        con.print(f"  {m}: measured profile {_apct(b['median_abs_error'])}, spec {_apct(b['median_abs_spec_error'])}"
-                  f", {b['failed']} failed, {b['skipped']} skipped", markup=False)
+        con.print(shown(f"  {m}: measured profile {_apct(b['median_abs_error'])}, spec "
+                        f"{_apct(b['median_abs_spec_error'])}, {b['failed']} failed, {b['skipped']} skipped", False),
+                  markup=False)
     for n in res.notes:
-        con.print(f"note: {n}", markup=False)
+        con.print(shown(f"note: {n}", False), markup=False)
     for n in res.prediction_notes:
-        con.print(f"model: {n}", markup=False)
+        con.print(shown(f"model: {n}", False), markup=False)

@@ -42,7 +42,7 @@ from .io import (
     validate,
 )
 from .provenance import merge, source_kinds, with_spec
-from .rules import SPEC_SECTIONS, UNIT_LIMITS, StrictModel, has_source, number_paths
+from .rules import SPEC_SECTIONS, UNIT_LIMITS, StrictModel, has_source, number_paths, unit_limits
 from .schema import (
     ARCHITECTURES,
     KINDS,
@@ -88,6 +88,6 @@ __all__ = [
     "atomic_write_bytes", "atomic_write_text", "card_for_device", "check_card", "citation_text", "default_cost",
     "defaults_path", "fixed_cost_defaults", "has_source", "json_schema",
     "library", "load", "merge", "number_paths", "profiles_dir", "published_for", "resolve", "resolve_path", "save",
-    "schema_path", "schema_shape", "schema_text", "source_kinds", "spec_for", "validate",
+    "schema_path", "schema_shape", "schema_text", "source_kinds", "spec_for", "unit_limits", "validate",
     "with_spec", "write_schema",
 ]

@@ -1,6 +1,6 @@
 """Profiles on disk: read strictly, validate with one-line errors, write atomically.
 
-``load`` reads a file of at most ``MAX_PROFILE_BYTES`` through bench/jsonio.py (NaN and Infinity refused) and
+``load`` reads a regular file of at most ``MAX_PROFILE_BYTES`` through bench/jsonio.py (NaN and Infinity refused) and
 ``validate`` checks the document against the schema; any problem is a :class:`ProfileError` whose message is
 one line, fit for the CLI. ``save`` and the ``atomic_write_*`` helpers write to a temporary file beside the
 target and rename it over, so a reader (or a killed run) sees the old file or the new one, never half of one.
@@ -62,12 +62,6 @@ def save(profile: Profile, path: str | Path) -> None:
 def load(path: str | Path) -> Profile:
     """Load and validate a profile JSON file; any problem raises ProfileError with a one-line reason."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ProfileError(f"cannot read profile {path}: {e.strerror or e}") from None
-    if size > MAX_PROFILE_BYTES:
-        raise ProfileError(f"profile {path} is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit")
     return validate(read_json(path, MAX_PROFILE_BYTES, "profile", ProfileError), str(path))
 
 

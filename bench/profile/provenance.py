@@ -16,7 +16,7 @@ from typing import Any
 
 from .catalog import check_card, published_for, spec_for
 from .io import ProfileError, validate
-from .rules import SPEC_SECTIONS, UNIT_LIMITS
+from .rules import SPEC_SECTIONS, unit_limits
 from .schema import KINDS, Profile
 
 Origin = Callable[[str], str]  # dotted path -> the kind its number came from
@@ -32,7 +32,7 @@ def _replaced_citation(high: dict, low: dict, key: str) -> bool:
     if not key.endswith("_source") or key in high:
         return False
     stem = key[: -len("_source")]
-    cited = [stem + unit for unit, _ in UNIT_LIMITS if _is_number(low.get(stem + unit))]  # e.g. scale_up_Bps
+    cited = [k for k in low if k.startswith(stem + "_") and unit_limits(k) and _is_number(low.get(k))]
     return bool(cited) and all(_is_number(high.get(k)) for k in cited)
 
 

@@ -1,48 +1,80 @@
 """What every number in a profile must be, whichever section holds it.
 
 :class:`StrictModel` is the base of every section model: unknown fields are refused, and so are NaN and
-infinities, JSON ``true`` where a number is expected, and magnitudes no device reaches for the unit a field's
-name ends in (``UNIT_LIMITS``). ``number_paths`` lists the numbers of a profile's spec sections and
+infinities, JSON ``true`` or text where a number is expected (a number or text where a boolean is), and
+magnitudes outside the physical bounds of the unit a field's name ends in (``UNIT_LIMITS``), so that a
+profile that validates always evaluates. ``number_paths`` lists the numbers of a profile's spec sections and
 ``has_source`` says whether one is cited: a spec profile must cite every one, a published profile every one
 with a citation record. The rules and the units are in docs/profile.md.
 """
 from __future__ import annotations
 
+import collections.abc
 import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-# Largest magnitude a number with this unit suffix may have: far beyond any device (1 EB/s, 1e21 FLOP/s,
-# 1 EB, ~30 years), so only absurd or corrupted values are refused.
-UNIT_LIMITS = (("_Bps", 1e18), ("_flops", 1e21), ("_bytes", 1e18), ("_s", 1e9))
+# Physical bounds of a number, by the unit its field's name ends in (or is): (unit, smallest, largest) for a
+# value that is not 0. Far outside any device on both sides (1 kB/s to 1 PB/s; 1 kFLOP/s to 1 EFLOP/s; up to
+# 1 EB, ~30 years, 1 THz, 1 MW), so only absurd or corrupted values are refused; and every rate the roofline
+# model divides by is at least the smallest, so a profile that validates evaluates to finite numbers.
+UNIT_LIMITS = (("_Bps", 1e3, 1e15), ("flops", 1e3, 1e18), ("bytes", 1.0, 1e18), ("_s", 0.0, 1e9),
+               ("_Hz", 1e3, 1e12), ("_W", 1e-3, 1e6), ("usd_per_hour", 1e-6, 1e6))
 
 # The sections a spec sheet or a published profile fills (and a merge combines); curves and run data are measured
 # only. (Link rates between GPUs live in ``interconnect``: scale_up_Bps, scale_up_domain, scale_out_Bps.)
 SPEC_SECTIONS = ("device", "peaks", "interconnect", "overheads", "price", "host_link")
 
 
-def _has_bool(annotation: Any) -> bool:
-    if annotation is bool or annotation is Any:
-        return True
-    return any(_has_bool(a) for a in typing.get_args(annotation))
+_MODEL = object()  # stands for a nested model: it checks its own fields
 
 
-def _has_model(annotation: Any) -> bool:
+def _scalars(annotation: Any) -> set[Any]:
+    """The scalar types a field admits (for a list or a dict: its items'); Any admits everything."""
+    if annotation is Any:
+        return {Any}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _scalars(args[0])
+    if origin is typing.Literal:
+        return {type(a) for a in args}
+    if origin in (dict, collections.abc.Mapping):
+        return _scalars(args[1]) if len(args) == 2 else {Any}
+    if origin is not None:  # list, tuple, a union
+        return set().union(*(_scalars(a) for a in args)) if args else {Any}
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return True
-    return any(_has_model(a) for a in typing.get_args(annotation))
+        return {_MODEL}
+    return {annotation}
 
 
-def _contains_bool(v: Any, annotation: Any) -> bool:
-    """A bool in the value itself, or among the items of a container of plain numbers/text (nested models
-    check their own fields)."""
-    if isinstance(v, bool):
-        return True
-    if _has_model(annotation):
-        return False
-    items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else ()
-    return any(isinstance(x, bool) for x in items)
+def _mistyped(v: Any, annotation: Any) -> str | None:
+    """Why ``v`` (or an item of it) is the wrong kind of JSON value for the field, or None: JSON ``true`` is no
+    number, ``"42e9"`` is no number and ``"yes"`` is no boolean, although pydantic's lax mode reads them so."""
+    kinds = _scalars(annotation)
+    if Any in kinds:
+        return None
+    items = list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else [v]
+    if _MODEL in kinds and isinstance(v, (dict, list, tuple)):
+        return None
+    for x in items:
+        if isinstance(x, bool):
+            if bool not in kinds:
+                return "a boolean where a number or text is expected"
+        elif isinstance(x, str):
+            if str not in kinds:
+                return "text where a number or a boolean is expected"
+        elif isinstance(x, (int, float)) and kinds <= {bool, type(None)}:
+            return "a number where a boolean is expected"
+    return None
+
+
+def unit_limits(name: str) -> tuple[float, float] | None:
+    """(smallest, largest) magnitude of a non-zero value of the field ``name``, by its unit; None: no unit."""
+    for unit, low, high in UNIT_LIMITS:
+        if name == unit.lstrip("_") or name.endswith(unit if unit.startswith("_") else "_" + unit):
+            return low, high
+    return None
 
 
 class StrictModel(BaseModel):
@@ -50,24 +82,26 @@ class StrictModel(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
-        """JSON `true` is not a number: pydantic's lax mode would read it as 1."""
+    def _strict_json_types(cls, v: Any, info: ValidationInfo) -> Any:
+        """Numbers are JSON numbers and booleans JSON booleans: pydantic's lax mode would read `true` as 1,
+        "42e9" as 4.2e10 and "yes" as True."""
         field = cls.model_fields.get(info.field_name or "")
-        if field is not None and not _has_bool(field.annotation) and _contains_bool(v, field.annotation):
-            raise ValueError("a boolean where a number or text is expected")
+        why = _mistyped(v, field.annotation) if field is not None else None
+        if why:
+            raise ValueError(why)
         return v
 
     @model_validator(mode="after")
-    def _plausible_magnitudes(self):
+    def _physical_magnitudes(self):
         for name in type(self).model_fields:
+            bounds = unit_limits(name)
+            if bounds is None:
+                continue
+            low, high = bounds
             v = getattr(self, name)
-            for suffix, limit in UNIT_LIMITS:
-                if not name.endswith(suffix):
-                    continue
-                vals = v.values() if isinstance(v, dict) else [v]
-                for x in vals:
-                    if isinstance(x, (int, float)) and abs(x) > limit:
-                        raise ValueError(f"{name} = {x:g} is not a plausible value (limit {limit:g})")
+            for x in v.values() if isinstance(v, dict) else [v]:
+                if isinstance(x, (int, float)) and x != 0 and not low <= abs(x) <= high:
+                    raise ValueError(f"{name} = {x:g} is not a physical value (it must be within [{low:g}, {high:g}])")
         return self
 
 

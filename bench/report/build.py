@@ -6,6 +6,7 @@ an odd value) without costing the run its report: the section then says why.
 """
 from __future__ import annotations
 
+import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,10 @@ class Written:
 
 def load_run(path: str | Path) -> tuple[Profile, list[Measurement], Path]:
     """(profile, records, run directory) from a run directory, its profile.json or its measurements.jsonl.
-    The measurements are optional (a profile alone still makes a report, without per-record details)."""
+    The measurements are optional (a profile alone still makes a report, without per-record details). Both
+    files are read through bench/jsonio.py: regular files only, bounded."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise ReportError(f"{path} does not exist: give a run directory made by rooflab run, or its profile.json")
     if path.is_dir():
         run_dir, prof_path = path, path / PROFILE
@@ -51,14 +53,17 @@ def load_run(path: str | Path) -> tuple[Profile, list[Measurement], Path]:
         run_dir, prof_path = path.parent, path.parent / PROFILE
     else:
         run_dir, prof_path = path.parent, path
-    if not prof_path.exists():
+    if not os.path.lexists(prof_path):
         raise ReportError(f"no {PROFILE} in {run_dir}: give a run directory made by rooflab run, or its profile.json")
     try:
         p = prof.load(prof_path)
     except prof.ProfileError as e:
         raise ReportError(str(e)) from None
     mpath = path if path.name.endswith(".jsonl") else run_dir / MEASUREMENTS
-    return p, meas.read(mpath), run_dir
+    try:
+        return p, meas.read(mpath), run_dir
+    except meas.LogError as e:
+        raise ReportError(str(e)) from None
 
 
 def parse_prices(items: list[str] | None) -> dict[str, float]:
@@ -207,6 +212,8 @@ def compare_plot(profiles: list[tuple[str, Profile]], model, path: str | Path, *
         raise ReportError(f"the plot is a PNG: give a file name ending in .png, not {path.name!r}")
     if path.is_dir():
         raise ReportError(f"{path} is a directory: give a file name ending in .png")
+    if not path.parent.is_dir():
+        raise ReportError(f"folder {path.parent} does not exist: the plot goes into an existing one")
     entries = [(pr.card or label, label, pr) for label, pr in profiles]
     curves, used, notes = pareto_curves(entries, model, context, prices=prices, deployment=deployment, base=base)
     fig = PL.pareto_figure(D.Pareto(model.name, context, curves, used, "; ".join(notes)))
@@ -244,12 +251,21 @@ def report_data(p: Profile, records: list[Measurement], *, model: str = DEFAULT_
 def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool = True, with_plots: bool = True,
           rd: D.ReportData | None = None, **model_kw) -> Written:
     """Write report.md (+ report.html) and plots/*.png into ``out``; returns what was written."""
+    from ..runner.outcomes import RunError
+    from ..runner.outdir import Outputs, check_out_dir
     from . import html as html_doc
     from . import markdown as markdown_doc
 
     out = Path(out)
     rd = rd or report_data(p, records, **model_kw)
     w = Written()
+    try:
+        check_out_dir(out)
+        files = Outputs(out)  # only files rooflab wrote are replaced or deleted, never through a link
+        md_path = files.run_file(REPORT_MD)
+        html_path = files.run_file(REPORT_HTML) if html else None
+    except RunError as e:
+        raise ReportError(str(e)) from None
     plots: dict[str, bytes | str | None] | None = None
     if with_plots:
         plot_mod: types.ModuleType | None
@@ -261,17 +277,23 @@ def write(out: str | Path, p: Profile, records: list[Measurement], *, html: bool
             plots = plot_mod.render_all(rd)
         for name in (list(plot_mod.PLOTS) + ["pareto"]) if plot_mod is not None else []:
             v = plots.get(name) if plots is not None else None
-            target = out / PLOT_DIR / f"{name}.png"
-            if isinstance(v, bytes):
-                prof.atomic_write_bytes(target, v)
-                w.files.append(target)
-                w.plots[name] = "ok"
-            else:
-                target.unlink(missing_ok=True)  # a plot of an earlier report of this directory is stale now
-                w.plots[name] = v or "not measured"
-    prof.atomic_write_text(out / REPORT_MD, markdown_doc.render(p, records, plots=plots, rd=rd))
-    w.files.append(out / REPORT_MD)
-    if html:
-        prof.atomic_write_text(out / REPORT_HTML, html_doc.render(p, records, plots=plots, rd=rd))
-        w.files.append(out / REPORT_HTML)
+            rel = f"{PLOT_DIR}/{name}.png"
+            try:
+                if isinstance(v, bytes):
+                    target = files.run_file(rel)
+                    prof.atomic_write_bytes(target, v)
+                    w.files.append(target)
+                    w.plots[name] = "ok"
+                else:
+                    files.remove(rel)  # a plot of an earlier report of this directory is stale now
+                    w.plots[name] = v or "not measured"
+            except RunError as e:  # a file rooflab did not write is in the way: this plot is not drawn
+                if plots is not None:
+                    plots[name] = str(e)
+                w.plots[name] = str(e)
+    prof.atomic_write_text(md_path, markdown_doc.render(p, records, plots=plots, rd=rd))
+    w.files.append(md_path)
+    if html_path is not None:
+        prof.atomic_write_text(html_path, html_doc.render(p, records, plots=plots, rd=rd))
+        w.files.append(html_path)
     return w

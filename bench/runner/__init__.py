@@ -24,7 +24,20 @@ from ..target import Target
 from .drive import Log, Progress, Tracker, drive_inprocess
 from .isolated import drive_isolated
 from .outcomes import BenchmarkEnd, RunError
-from .outdir import MEASUREMENTS, PROFILE, REPORT, SETTINGS, default_out_dir, prepare_out_dir
+from .outdir import (
+    LOG_DIR,
+    MEASUREMENTS,
+    PROFILE,
+    REPORT,
+    SETTINGS,
+    UNREADABLE,
+    Outputs,
+    RunLock,
+    check_out_dir,
+    default_out_dir,
+    prepare_out_dir,
+    run_file,
+)
 from .plan import (
     BUDGET_POINT_FLOOR_S,
     DEFAULT_POINT_LIMIT_S,
@@ -36,14 +49,26 @@ from .plan import (
     points_end,
 )
 from .point import run_one_point
-from .records import RETRY, compact, effective, final_keys, is_retry, point_not_measured
+from .records import (
+    RETRY,
+    check_same_run,
+    compact,
+    effective,
+    final_keys,
+    is_retry,
+    mark_failed_for_retry,
+    point_not_measured,
+    read_log,
+    set_aside,
+)
 from .settings import Settings, load_settings, save_settings
 from .signals import Signals
 
 __all__ = [
     "BUDGET_POINT_FLOOR_S", "DEFAULT_POINT_LIMIT_S", "MEASUREMENTS", "PROFILE", "REPORT", "RETRY", "SETTINGS",
-    "RunError", "RunResult", "Settings", "bisection_order", "coarse_to_fine", "default_out_dir", "effective",
-    "finish", "is_retry", "load_settings", "prepare_out_dir", "run", "run_one_point",
+    "UNREADABLE", "RunError", "RunLock", "RunResult", "Settings", "bisection_order", "check_out_dir",
+    "coarse_to_fine", "default_out_dir", "effective", "finish", "is_retry", "load_settings", "prepare_out_dir",
+    "run", "run_one_point",
 ]
 
 
@@ -69,35 +94,72 @@ class RunResult:
 
 
 def finish(out: Path, target: Target, selection: list[str], quick: bool, wall_s: float | None,
-           name: str | None = None) -> prof.Profile:
-    """(Re)build profile.json and the report from measurements.jsonl alone (replaced records dropped)."""
+           name: str | None = None, log: Log | None = None) -> prof.Profile:
+    """(Re)build profile.json and the report from measurements.jsonl alone (replaced records dropped, lines
+    without a record moved aside and named to ``log``)."""
     from ..report import build as report_build
 
-    records = compact(out / MEASUREMENTS)
+    records = compact(out / MEASUREMENTS, log)
     run = prof.RunInfo(mode=target.backend, mode_reason=target.reason, benchmarks=selection, quick=quick,
                        wall_time_s=wall_s)
     profile = profile_build.from_measurements(records, profile_build.device_info(target), run, name=name)
-    prof.save(profile, out / PROFILE)
-    report_build.write(out, profile, records)  # report.md, report.html, plots/*.png
+    try:
+        prof.save(profile, run_file(out, PROFILE))
+    except OSError as e:
+        raise RunError(f"cannot write {out / PROFILE}: {e.strerror or e}") from None
+    try:
+        report_build.write(out, profile, records)  # report.md, report.html, plots/*.png
+    except (report_build.ReportError, OSError) as e:
+        (log or (lambda msg: None))(f"the report was not written: {getattr(e, 'strerror', None) or e}")
     return profile
 
 
-def _open_run(out: Path, settings: Settings, resume: bool, force: bool) -> set[str]:
-    """Check the settings, prepare the output directory (a resume must repeat the settings it was started
-    with) and write run.json; the keys of the points already measured."""
+def _open_run(out: Path, settings: Settings, target: Target, resume: bool, force: bool, retry_failed: bool,
+              log: Log) -> tuple[RunLock, set[str]]:
+    """Lock the output directory, prepare it (a resume must repeat the settings it was started with, on the
+    same device, and its unreadable lines are moved aside), write run.json; the lock and the keys of the
+    points already measured."""
     try:
         settings_json = settings.to_json()
     except (TypeError, ValueError) as e:
         raise RunError(f"run options must be plain JSON values: {e}") from None
-    prepare_out_dir(out, resume=resume, force=force)
-    stored = load_settings(out) if resume else None
-    if stored is not None:
-        diff = stored.differences(settings)
-        if diff:
-            raise RunError(f"{out} was started with {'; '.join(diff)}: resume it with the same settings")
-    else:
-        save_settings(out, settings_json)
-    return final_keys(effective(meas.read(out / MEASUREMENTS))) if resume else set()
+    settings.check(target)
+    check_out_dir(out)
+    if resume:
+        prepare_out_dir(out, resume=True)  # reads only: nothing is created for a run that is not there
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot use output directory {out}: {e.strerror or e}") from None
+    lock = RunLock(out, log)
+    lock.acquire()
+    try:
+        prepare_out_dir(out, resume=resume, force=force)
+        outputs = Outputs(out)
+        if resume:
+            outputs.adopt()
+            stored = load_settings(out)
+            if stored is not None:
+                diff = stored.differences(settings)
+                if diff:
+                    raise RunError(f"{out} was started with {'; '.join(diff)}: resume it with the same settings")
+        else:
+            save_settings(out, settings_json)
+        for rel in [MEASUREMENTS] + [f"{LOG_DIR}/{b}.log" for b in settings.selection]:
+            outputs.run_file(rel)  # listed before a worker appends to it
+        if not resume:
+            return lock, set()
+        check_same_run(out / MEASUREMENTS, target)  # before anything in the folder changes
+        note = set_aside(out / MEASUREMENTS)
+        if note:
+            log(note)
+        if retry_failed:
+            n = mark_failed_for_retry(out / MEASUREMENTS)
+            log(f"--retry-failed: {n} failed point{'s' if n != 1 else ''} to measure again")
+        return lock, final_keys(effective(read_log(out / MEASUREMENTS)))
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _run_benchmark(ctx: RunContext, plan: Plan, later: list[Plan], end: float | None, out: Path, isolate: bool,
@@ -135,9 +197,9 @@ def run(selection: list[str], target: Target, out: Path, *, quick: bool = True, 
         force: bool = False, min_time_s: float | None = None, seed: int = 0, options: dict[str, Any] | None = None,
         on_progress: Progress | None = None, isolate: bool = True, budget_s: float | None = None,
         time_limit_s: float | None = None, point_limit_s: float | None = None, handle_signals: bool = True,
-        log: Log | None = None) -> RunResult:
+        log: Log | None = None, retry_failed: bool = False) -> RunResult:
     """Run ``selection`` on ``target`` into ``out``; see docs/runner.md for isolation, limits, budget,
-    signals and resume."""
+    signals and resume (``retry_failed``: a resume also measures the points that failed again)."""
     out = Path(out)
     log = log or (lambda msg: None)
     if budget_s is not None and not (math.isfinite(budget_s) and budget_s > 0):
@@ -145,7 +207,19 @@ def run(selection: list[str], target: Target, out: Path, *, quick: bool = True, 
     ctx = RunContext(target=target, quick=quick, min_time_s=min_time_s, seed=seed, options=dict(options or {}))
     settings = Settings(selection=list(selection), quick=bool(quick), seed=int(seed), min_time_s=min_time_s,
                         options=ctx.options, backend=target.backend, device=target.name)
-    done = _open_run(out, settings, resume, force)
+    if retry_failed and not resume:
+        raise RunError("retrying failed points is part of a resume")
+    lock, done = _open_run(out, settings, target, resume, force, retry_failed, log)
+    try:
+        return _run(ctx, selection, target, out, done, quick, on_progress, isolate, budget_s, time_limit_s,
+                    point_limit_s, handle_signals, log)
+    finally:
+        lock.release()
+
+
+def _run(ctx: RunContext, selection: list[str], target: Target, out: Path, done: set[str], quick: bool,
+         on_progress: Progress | None, isolate: bool, budget_s: float | None, time_limit_s: float | None,
+         point_limit_s: float | None, handle_signals: bool, log: Log) -> RunResult:
     out_file = out / MEASUREMENTS
 
     t0 = time.monotonic()
@@ -166,8 +240,8 @@ def run(selection: list[str], target: Target, out: Path, *, quick: bool = True, 
         wall = time.monotonic() - t0
         # still under the signal handlers: a SIGTERM now (e.g. `timeout` as the points end) is recorded, not fatal,
         # so the profile and report of what was measured are written all the same
-        profile = finish(out, target, selection, quick, wall)
-    records = meas.read(out_file)
+        profile = finish(out, target, selection, quick, wall, log=log)
+    records = read_log(out_file)
     return RunResult(out_dir=out, profile=profile, measurements=records, interrupted=sig.stop,
                      wall_time_s=wall, skipped_existing=len(done),
                      failures=[f"{m.benchmark}: {m.reason}" for m in records if m.status == "failed"],

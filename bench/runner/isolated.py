@@ -1,4 +1,4 @@
-"""Running a benchmark's points in worker processes (``python -m bench.runner.worker``), one at a time,
+"""Running a benchmark's points in worker processes (``bench.runner.worker``, see bench/spawn.py), one at a time,
 each in a process group of its own: a worker that dies or hangs past a limit is killed with everything it
 started, its point in flight is recorded, and a fresh worker goes on with the rest (see docs/runner.md)."""
 from __future__ import annotations
@@ -7,13 +7,13 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import IO
 
 from .. import measurement as meas
-from .. import registry
+from .. import registry, spawn
+from ..jsonio import open_regular
 from ..measurement import NotMeasuredStatus
 from ..registry import Point, RunContext
 from .drive import Log, Tracker
@@ -28,6 +28,7 @@ WORKER_MODULE = "bench.runner.worker"
 POLL_S = 0.2  # how often the runner looks at signals and deadlines while a worker is quiet
 EXIT_GRACE_S = 10.0  # a worker that closed its events pipe gets this long to exit before it is killed
 REAP_S = 30.0  # after SIGKILL: a process stuck in the driver may never go; it is left behind
+LOG_TAIL_BYTES = 8192  # of a worker's log, read for the reason it died
 
 
 def drive_isolated(ctx: RunContext, tr: Tracker, out: Path, limits: Deadlines, sig: Signals,
@@ -50,29 +51,23 @@ def drive_isolated(ctx: RunContext, tr: Tracker, out: Path, limits: Deadlines, s
     return "done"
 
 
-def worker_env() -> dict[str, str]:
-    """The runner's environment, with the directory holding the bench package first on the import path."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 class _Worker:
     """One worker process: its stdin, the read end of its events pipe, its log."""
 
     def __init__(self, job: Job, log_file: Path):
         self.log_file = log_file
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         try:
-            with open(log_file, "ab") as logf:
-                self.log_start = logf.tell()
+            # never through a link: log_path checked it, O_NOFOLLOW holds to it
+            log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                self.log_start = os.lseek(log_fd, 0, os.SEEK_END)
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", WORKER_MODULE, "--events-fd", str(write_fd)], stdin=subprocess.PIPE,
-                    stdout=logf, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
-                    env=worker_env())
+                    spawn.command(WORKER_MODULE, "--events-fd", str(write_fd)), stdin=subprocess.PIPE,
+                    stdout=log_fd, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
+                    env=spawn.env())
+            finally:
+                os.close(log_fd)
         except OSError:
             os.close(read_fd)
             raise
@@ -127,9 +122,12 @@ class _Worker:
     def last_log_line(self) -> str:
         """The last line this worker wrote to the log (an exception's last line, typically)."""
         try:
-            with open(self.log_file, "rb") as f:
-                f.seek(self.log_start)
-                tail = f.read()[-8192:].decode("utf-8", "replace")
+            fd = open_regular(self.log_file, "log", OSError, follow=False)
+            try:
+                start = max(self.log_start, os.fstat(fd).st_size - LOG_TAIL_BYTES)
+                tail = os.pread(fd, LOG_TAIL_BYTES, start).decode("utf-8", "replace")
+            finally:
+                os.close(fd)
         except OSError:
             return ""
         lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]

@@ -1,10 +1,11 @@
 """A worker process: runs one benchmark's points for the runner, isolated from the rest of the run.
 
-Started by ``bench.runner.isolated`` as ``python -m bench.runner.worker --events-fd N`` in a process group of
-its own; it speaks ``bench.runner.protocol``. It picks the target itself (``bench.target.configure``) before
-any kernel module is imported, appends each point's records to the output file (fsync'ed) before it reports
-the point done, and on Linux dies with the runner (PR_SET_PDEATHSIG), so a killed run never leaves a worker
-appending to its log. Nothing in the runner imports this module: it runs as ``__main__`` only.
+Started by ``bench.runner.isolated`` as ``bench.runner.worker --events-fd N`` (through bench/spawn.py, so the
+current folder is not on its import path) in a process group of its own; it speaks ``bench.runner.protocol``.
+It picks the target itself (``bench.target.configure``) before any kernel module is imported, appends each
+point's records to the output file (fsync'ed) before it reports the point done, and on Linux dies with the
+runner (PR_SET_PDEATHSIG), so a killed run never leaves a worker appending to its log. Nothing in the runner
+imports this module: it runs as ``__main__`` only.
 """
 from __future__ import annotations
 
