@@ -261,7 +261,7 @@ def roofline_cmd(
 
     batches = int_list(batch, "--batch", 1, MAX_BATCH)
     _check_range("--context", context, 0, MAX_CONTEXT)
-    _check_range("--price", price, 1e-6, 1e6)
+    _check_range("--price", price, *prof.unit_limits("usd_per_hour") or (0.0, 0.0))
     _check_range("--prompt", prompt, 1, MAX_CONTEXT)
     card, mdl = _profile(gpu), _model(model)
     try:

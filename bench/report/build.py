@@ -79,8 +79,10 @@ def parse_prices(items: list[str] | None) -> dict[str, float]:
                 v = float(usd)
             except ValueError:
                 v = float("nan")
-            if not sep or not card.strip() or not (0 < v < 1e6):
-                raise ReportError(f"--price wants CARD=USD_PER_GPU_HOUR with a positive number, got {part!r}")
+            low, high = prof.unit_limits("usd_per_hour") or (0.0, 0.0)
+            if not sep or not card.strip() or not (low <= v <= high):
+                raise ReportError(f"--price wants CARD=USD_PER_GPU_HOUR with a number in [{low:g}, {high:g}], "
+                                  f"got {part!r}")
             out[card.strip()] = v
     return out
 
