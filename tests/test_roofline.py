@@ -413,3 +413,11 @@ def test_kv_reads_are_traced_and_off_curve_reads_noted():
     hw.kv_rate(4, 2048, llama, "bf16", 1.0, impl="triton/contiguous")  # between all four llama points
     assert {(k[4], k[5]) for k in hw.trace} == {(1, 512), (8, 512), (1, 4096), (8, 4096)}
     assert any("interpolated between measured decode points" in n for n in hw.notes)
+
+
+def test_a_lone_large_m_point_of_the_same_shape_does_not_stand_for_small_m():
+    """A peak-search point that happens to have a step GEMM's (N, K) at M = 2048 says nothing about M = 1: the
+    family measured down to M = 1 is read instead."""
+    hw = roofline.Hardware(_streaming([(2048, 4096, 2048, 3.0e12), (4096, 4096, 1, 1.0e12), (4096, 4096, 8, 0.8e12)]))
+    assert hw.weight_stream_rate("bfloat16", 1, 2048, 4096, 1.0) == pytest.approx(1.0e12)
+    assert hw.weight_stream_rate("bfloat16", 4096, 2048, 4096, 1.0) == pytest.approx(3.0e12)

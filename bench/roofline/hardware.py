@@ -78,14 +78,13 @@ def bracket(xs: Iterable[float], x: float) -> list[float]:
 
 
 def matmul_family(pts: list[MatmulPoint], m: float, n: float, k: float) -> list[MatmulPoint]:
-    """The measured matmul points of the shape (n, k) itself when it was measured (the gemm benchmark measures every
-    weight GEMM of the models asked for over M); else of the (N, K) nearest to (n, k) in log distance, among the
-    families measured down to M <= m when there are any (a family of large squares says nothing about a small-M
-    GEMM: interpolating it would clamp to its smallest M)."""
-    same = [p for p in pts if abs(p.N - n) < 0.5 and abs(p.K - k) < 0.5]
-    if same:
-        return same
+    """The measured matmul points of the shape (n, k) itself when it was measured down to M <= m (the gemm
+    benchmark measures every weight GEMM of the models asked for over M); else of the (N, K) nearest to (n, k) in
+    log distance, among the families measured down to M <= m when there are any (a family of large squares says
+    nothing about a small-M GEMM: interpolating it would clamp to its smallest M)."""
     reach = [p for p in pts if p.M <= m * (1 + 1e-9)]
+    if any(abs(p.N - n) < 0.5 and abs(p.K - k) < 0.5 for p in reach):
+        return [p for p in pts if abs(p.N - n) < 0.5 and abs(p.K - k) < 0.5]
     fams = {(p.N, p.K) for p in reach} or {(p.N, p.K) for p in pts}
     near = min(fams, key=lambda nk: (math.log(nk[0] / n) ** 2 + math.log(nk[1] / k) ** 2, nk))
     return [p for p in pts if (p.N, p.K) == near]

@@ -5,7 +5,7 @@ KV cache, checks each decode step against float64, times it, and compares it wit
 of the same reduced model from this device's measured profile and from the card's spec sheet. The method is in
 docs/validate.md. Modules: ``plan`` (models, grid, memory), ``transformer`` (the model and its step), ``check``
 (the float64 reference and the check), ``point`` (one point checked and timed), ``profiling`` (GPU kernel counts
-and times), ``probe`` (memory-bandwidth drift), ``prediction`` (the roofline prediction and its profiles),
+and times), ``probe`` (the memory-read probe), ``prediction`` (the roofline prediction and its profiles),
 ``rates`` (CPU: the rates a prediction reads, re-measured beside its step), ``results`` (rows, summary,
 validation.json) and ``driver`` (the run).
 """

@@ -12,6 +12,7 @@ while the point ran. docs/validate.md, "Interleaving".
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +25,13 @@ from ..roofline.hardware import CurvePoint
 from .probe import ConditionsProbe
 from .transformer import DecodeState, Transformer
 
-SAMPLES = 3  # timed calls of each re-measured point per pass, after one warm-up call: their median (two passes)
+SAMPLES = 3  # timed samples of each re-measured point per pass, after a warm-up sample: their median (two passes)
+# A sample lasts at least this long (calls back to back, each on the next rotated input set): a step is a long
+# sequence of calls, and on a shared CPU a short call's median sees only the moments between a neighbour's bursts
+# (one of two threads losing a 4 ms scheduler tick doubles a 1 ms GEMM and leaves the median of 1 ms calls as it
+# was), so the samples span several ticks as the step does
+SAMPLE_MIN_S = 0.02
+MAX_INNER = 256
 MAX_WEIGHT_BYTES = 4 << 30  # a weight the step does not hold (the profile's nearest shape) is made up to this size
 SEED = 4321
 
@@ -118,7 +125,7 @@ class Interleaver:
         t = self.ctx.target
         a = checks.random_tensor((p.M, p.K), w.dtype, t.torch_device, self.gen, scale=p.K ** -0.25)
         sets, _ = gemm.rotation_sets(t, a, w.t(), torch.empty(p.M, p.N, dtype=w.dtype, device=t.torch_device))
-        return self._time(lambda i: kern.torch_matmul(*sets[i % len(sets)]))
+        return self._time(lambda i: kern.torch_matmul(*sets[i % len(sets)]), p.median_s)
 
     def time_decode(self, p: prof.DecodePoint, st: DecodeState) -> float | None:
         """One pass over a decode point: SDPA on the step's own first-layer cache when the point is this step's
@@ -138,16 +145,20 @@ class Interleaver:
         _, _, gqa = kern.sdpa_inputs(kc, vc, net.Hq)
         box: dict = {}
         run = decode.DecodeBenchmark.rotated_sdpa(kern, q, kc, vc, st.context, net.Hq, copies, gqa, box)
-        return self._time(lambda i: run())
+        return self._time(lambda i: run(), p.median_s)
 
-    def _time(self, call: Callable[[int], object]) -> float:
+    def _time(self, call: Callable[[int], object], expect_s: float) -> float:
+        """Seconds per call: the median of SAMPLES samples of ``inner`` calls back to back (enough for
+        SAMPLE_MIN_S at the profile's time of a call, ``expect_s``), each call on the next input set."""
         state = {"i": 0}
 
-        def advance() -> None:
+        def one() -> None:
             state["i"] += 1
+            call(state["i"])
 
-        return self.ctx.time(lambda: call(state["i"]), before_each=advance, min_time_s=0.0, min_reps=SAMPLES,
-                             max_reps=SAMPLES, warmup=1).median_s
+        inner = min(MAX_INNER, max(1, math.ceil(SAMPLE_MIN_S / max(expect_s, 1e-9))))
+        return self.ctx.time(one, inner=inner, min_time_s=0.0, min_reps=SAMPLES, max_reps=SAMPLES,
+                             warmup=1).median_s
 
 
 @dataclass
