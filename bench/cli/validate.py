@@ -59,7 +59,9 @@ def validate_cmd(
 ) -> None:
     """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
     few layers) and compare them with the roofline model's predictions from this device's measured profile and
-    from the card's spec sheet: a table per (batch, context) with both relative errors and the bound.
+    from the card's spec sheet: a table per (batch, context) with both relative errors and the bound. On a CPU
+    the rates each prediction reads are measured again just before and after its step; the last lines state the
+    conditions a claim needs (how quiet the machine was, what the profile's sweep covers).
 
     validation.json is rewritten after every point, so a run that is killed keeps what it measured; Ctrl-C or
     SIGTERM stops it after writing the points measured so far (exit 130 / 143).
@@ -233,6 +235,7 @@ def _print_tables(con: Console, res: Result) -> None:
 
 def summary_lines(res: Result) -> list[str]:
     """The summary a claim quotes: the errors (median and max), then the conditions it rests on."""
+    from bench.timing import NOISY_SPREAD
     from bench.validate.probe import DRIFT_LIMIT
 
     s = res.summary
@@ -248,8 +251,8 @@ def summary_lines(res: Result) -> list[str]:
            + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
               else "; no spec-sheet prediction")]
     if s.get("unsteady") is not None:
-        out.append(f"{s['unsteady']} of {s['measured']} points unsteady (the probe or the rates moved > "
-                   f"{DRIFT_LIMIT:.0%} across the point, '!'); over the steady ones: "
+        out.append(f"{s['unsteady']} of {s['measured']} points unsteady (their rates moved > {DRIFT_LIMIT:.0%} "
+                   f"across the point, or the step's p90/p10 > {NOISY_SPREAD}: '!'); over the steady ones: "
                    f"{_apct(s.get('median_abs_error_steady'))}")
     for m, b in s["by_model"].items():
         out.append(f"  {m}: measured profile {_apct(b['median_abs_error'])} (max {_apct(b['max_abs_error'])}), "
@@ -261,8 +264,11 @@ def conditions_lines(c: dict) -> list[str]:
     """How quiet the machine was and what the profile's sweep covers (Result.conditions), one line each."""
     out = []
     load = lambda v: "–" if not v else f"{v[0]:.2f}"  # noqa: E731
-    quiet = (f"conditions: load average {load(c.get('load_average_start'))} before the run, "
-             f"{load(c.get('load_average_end'))} at the end ({c.get('cpus')} CPUs)")
+    others = c.get("others_cpu_share")
+    quiet = ("conditions: " + (f"other processes used {others:.0%} of the CPUs during the points; "
+                               if others is not None else "")
+             + f"load average {load(c.get('load_average_start'))} before the run, "
+             f"{load(c.get('load_average_end'))} at the end (this run's own included; {c.get('cpus')} CPUs)")
     if c.get("probe_start_Bps"):
         ref = (f", the profile's read point {c['profile_read_Bps'] / 1e9:.1f} GB/s" if c.get("profile_read_Bps")
                else "")

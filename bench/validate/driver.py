@@ -69,7 +69,7 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: prof.Prof
     if spec is None and not spec_note:
         spec_note = NO_CPU_SPEC if not target.is_cuda else "no spec sheet given: only the measured-profile prediction"
     all_notes = list(notes) + ([spec_note] if spec_note else [])
-    load_start = _load_average()
+    load_start, cpu_start = _load_average(), _cpu_seconds()
     probe = ConditionsProbe(ctx, merged) if not target.is_cuda else None
     if probe is not None:
         all_notes.append(probe.compare_with())
@@ -82,6 +82,7 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: prof.Prof
                predictor=predictor, probe=probe, memory=memory, notes=all_notes, clock=clock, t_start=t_start,
                interleave=rates.Interleaver(ctx, merged, probe) if probe is not None else None,
                conditions={"cpus": os.cpu_count(), "load_average_start": load_start, "sweep": coverage},
+               cpu_start=cpu_start,
                deadline=t_start + budget_s - BUDGET_RESERVE_S if budget_s is not None else None,
                profile_label=profile_label, spec_label=(spec.card or spec.name) if spec is not None else None,
                on_point=on_point, checkpoint=checkpoint)
@@ -101,6 +102,31 @@ def _load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU-seconds every process has used, CPU-seconds this process and its children have used) so far (Linux's
+    /proc/stat: user, nice, system, irq, softirq and steal time; None elsewhere)."""
+    try:
+        import resource
+
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        busy = (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
+        mine = sum(getattr(resource.getrusage(w), k) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for k in ("ru_utime", "ru_stime"))
+    except (OSError, ValueError, ImportError, AttributeError):
+        return None
+    return busy, mine
+
+
+def _others_share(start: tuple[float, float] | None, wall_s: float) -> float | None:
+    """The share of the CPUs other processes used since ``start`` (``_cpu_seconds``), over ``wall_s``: 0 on a quiet
+    machine. Our own work does not count (the load average does count it)."""
+    now = _cpu_seconds()
+    if start is None or now is None or wall_s <= 0:
+        return None
+    return max(0.0, ((now[0] - start[0]) - (now[1] - start[1])) / (wall_s * (os.cpu_count() or 1)))
 
 
 @dataclass
@@ -136,6 +162,7 @@ class _Run:
     checkpoint: Callable[[Result], None] | None
     interleave: rates.Interleaver | None = None  # CPU: the rates a prediction reads, re-measured beside each step
     conditions: dict[str, Any] = field(default_factory=dict)
+    cpu_start: tuple[float, float] | None = None  # _cpu_seconds() when the run began
     rows: list[Row] = field(default_factory=list)
     done: set[tuple[str, int, int]] = field(default_factory=set)
     stopped: str | None = None
@@ -157,7 +184,8 @@ class _Run:
     def _conditions(self, rows: list[Row]) -> dict[str, Any]:
         """How quiet the machine was (load average, the probe over the run, the steps' spread, unsteady points) and
         what the profile's sweep covers of this run (prediction.sweep_coverage)."""
-        cond = {**self.conditions, "load_average_end": _load_average()}
+        cond = {**self.conditions, "load_average_end": _load_average(),
+                "others_cpu_share": _others_share(self.cpu_start, self.clock() - self.t_start)}
         ok = [r for r in rows if r.status == "ok" and r.measured_p10_s]
         spreads = [r.measured_p90_s / r.measured_p10_s for r in ok if r.measured_p90_s and r.measured_p10_s]
         cond["step_spread_median"] = statistics.median(spreads) if spreads else None
@@ -232,8 +260,9 @@ class _Run:
             if row.status == "ok":
                 took.append(row.wall_s)
             if unsteady(row):
-                self.notes.append(f"the machine moved beyond {DRIFT_LIMIT:.0%} while some points ran (other load on "
-                                  "this machine?): their errors say more about the load than the model")
+                self.notes.append("the machine moved while some points ran (their rates moved beyond "
+                                  f"{DRIFT_LIMIT:.0%} or their steps' repetitions spread: other load on this "
+                                  "machine?): their errors say more about the load than the model")
             self.add(row)
             gc.collect()
         if self.interleave is not None:

@@ -5,8 +5,8 @@ profile's HBM curve exactly as the hbm benchmark measured it: its kernel (``torc
 (the largest read point, at >= 8x the last-level cache: the size the profile's memory rate comes from), its buffer
 (a tiled random block, bench/benchmarks/hbm.py) and its timing (the benchmark's repetitions). So a difference
 between the probe and the profile is the machine's, not the method's (docs/validate.md, "Conditions"). The driver
-reads it before and after each point; ``drift`` is the relative change, and a point beyond DRIFT_LIMIT is flagged
-(``drifted``), never corrected.
+reads it before and after each point (``drift``: the relative change) and reports its range over the run. A change
+beyond DRIFT_LIMIT (``drifted``) is what makes a point's re-measured rates unsteady (bench/validate/results.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .. import checks, dtypes
 from .. import profile as prof
 from ..registry import RunContext
 
-DRIFT_LIMIT = 0.2  # |drift| beyond which a point's conditions are called changed
+DRIFT_LIMIT = 0.2  # a relative change beyond which a point's conditions are called changed
 PROBE_CACHE_MULTIPLE = 8  # without a read point in the profile: the hbm benchmark's peak size, 8x the LLC
 PROBE_SEED = 1234
 
