@@ -4,9 +4,10 @@ A CPU shares its cores and memory bus with whatever else runs. ``ConditionsProbe
 profile's HBM curve exactly as the hbm benchmark measured it: its kernel (``torch.sum`` in fp32), its working set
 (the largest read point, at >= 8x the last-level cache: the size the profile's memory rate comes from), its buffer
 (a tiled random block, bench/benchmarks/hbm.py) and its timing (the benchmark's repetitions). So a difference
-between the probe and the profile is the machine's, not the method's (docs/validate.md, "Conditions"). The driver
-reads it before and after each point (``drift``: the relative change) and reports its range over the run. A change
-beyond DRIFT_LIMIT (``drifted``) is what makes a point's re-measured rates unsteady (bench/validate/results.py).
+between the probe and the profile is the machine's, not the method's (docs/validate.md, "Interleaving": how far a
+1 GiB probe of three repetitions and the curve read apart on one machine, and why). The driver reads it before and
+after each point (``drift``: the relative change) and reports its range over the run. A change beyond DRIFT_LIMIT
+(``drifted``) is what makes a point's re-measured rates unsteady (bench/validate/results.py).
 """
 from __future__ import annotations
 
