@@ -204,11 +204,42 @@ TINY = {"model": "tiny", "q_heads": 8, "kv_heads": 2, "head_dim": 16, "dtype": "
 def test_cpu_sweep_covers_every_head_config(cpu_target):
     ctx = RunContext(target=cpu_target, quick=True)
     pts = decode.BENCHMARK.sweep(ctx)
-    assert {p["model"] for p in pts} == set(decode.HEAD_CONFIGS)
+    assert {p["model"] for p in pts} == set(decode.HEAD_CONFIGS) | {"qwen3-30b-a3b"}
     assert {p["q_heads"] // p["kv_heads"] for p in pts} >= {1, 4, 8}
     assert all(p["context"] % decode.PAGE_SIZE == 0 for p in pts)
     full = decode.BENCHMARK.sweep(RunContext(target=cpu_target, quick=False))
     assert len(full) > len(pts)
+
+
+def _validated(pts):
+    return {(p["q_heads"], p["kv_heads"], p["head_dim"], p["batch"], p["context"], p["dtype"]) for p in pts}
+
+
+def test_the_sweep_holds_every_point_validate_predicts(cpu_target):
+    """The head configurations of the run's models (default: validate's) at validate's grid, in the dtype the step
+    runs, timing only the kernel the step runs; on a GPU the quick grid's own llama points are not repeated."""
+    from bench.validate import ATTENTION_IMPL, DEFAULT_BATCHES, DEFAULT_CONTEXTS
+
+    want = {(hq, hkv, d, b, c) for hq, hkv, d in ((32, 8, 128), (32, 4, 128))
+            for b in DEFAULT_BATCHES["cpu"] for c in DEFAULT_CONTEXTS["cpu"]}
+    pts = decode.BENCHMARK.sweep(RunContext(target=cpu_target, quick=True))
+    mine = [p for p in pts if p.get("kernels")]
+    assert _validated(mine) == {(*k, "float32") for k in want}
+    assert {p["kernels"] for p in mine} == {ATTENTION_IMPL["cpu"]}
+    h100 = dataclasses.replace(cpu_target, backend="cuda", memory_bytes=80 * 10**9, cache_bytes=50 * 2**20,
+                               compute_units=132, capability=(9, 0))
+    gpu = decode.BENCHMARK.sweep(RunContext(target=h100, quick=True))
+    want = {(hq, hkv, d, b, c, "bfloat16") for hq, hkv, d in ((32, 8, 128), (32, 4, 128))
+            for b in DEFAULT_BATCHES["cuda"] for c in DEFAULT_CONTEXTS["cuda"]}
+    assert want <= _validated(gpu) and len(_validated(gpu)) == len(gpu)  # no point twice
+    assert {p["kernels"] for p in gpu if p.get("kernels")} == {ATTENTION_IMPL["cuda"]}
+    assert all(p["model"] == "qwen3-30b-a3b" for p in gpu if p.get("kernels"))
+
+
+def test_a_point_that_names_its_kernel_times_only_that_one(cpu_target):
+    ctx = RunContext(target=cpu_target, quick=True, min_time_s=0.001)
+    (m,) = decode.BENCHMARK.run_point(ctx, {**TINY, "dtype": "float32", "kernels": "torch_sdpa/contiguous"})
+    assert m.impl == "torch_sdpa" and m.status == "ok" and m.timing is not None and m.check.passed
 
 
 def test_gpu_sweep_has_the_target_point_and_skips_what_does_not_fit(cpu_target):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import checks, profile
+from bench import checks, models, profile
 from bench.benchmarks import gemm
 from bench.measurement import measured
 from bench.profile import build as profile_build
@@ -103,33 +103,74 @@ def test_unsupported_dtypes_are_recorded_once_as_skipped(small_cpu_target):
         assert all(m.status == "skipped" and m.reason and m.flops is None and m.timing is None for m in ms)
 
 
+def _llm(pts, dtype=None):
+    """{(N, K): [M, ...]} of the sweep's llm points (of one dtype)."""
+    return {(p["N"], p["K"]): [int(m) for m in p["Ms"].split(",")] for p in pts
+            if p["family"] == "llm" and (dtype is None or p["dtype"] == dtype)}
+
+
+def _validated_shapes():
+    return {(mm.n, mm.k) for name in ("llama-3.1-8b", "qwen3-30b-a3b") for mm in models.resolve(name).matmuls()}
+
+
 def test_cpu_quick_sweep_is_small_and_reaches_2048(cpu_target):
     pts = gemm.BENCHMARK.sweep(RunContext(target=cpu_target, quick=True))
     fams = {p["family"] for p in pts}
     assert fams == {"square", "llm", "mamf", "edge"}
     assert {"family": "square", "dtype": "float32", "M": 2048, "N": 2048, "K": 2048, "impls": "torch"} in pts
-    assert len(pts) <= 30
     # Triton is never timed on the CPU: only the edge points carry it (and fp8's one point, recorded as skipped)
     assert all(p["family"] == "edge" or p["dtype"] == "float8_e4m3fn" for p in pts if "triton" in p["impls"])
     assert {(p["M"], p["N"], p["K"]) for p in pts if p["family"] == "edge"} == set(gemm.EDGE_SHAPES)
+    assert len([p for p in pts if p["family"] != "llm"]) <= 25
+
+
+def test_cpu_quick_sweep_measures_every_gemm_validate_reads(cpu_target):
+    """Every weight GEMM (N, K) of the validated models, fp32 (the CPU step's dtype), one point per shape over the
+    powers of two of M up to the CPU's per-call FLOP cap, which still reaches M = 16 (validate's batch 16) at the
+    largest LM head."""
+    llm = _llm(gemm.BENCHMARK.sweep(RunContext(target=cpu_target, quick=True)), "float32")
+    assert set(llm) == _validated_shapes() and len(llm) == 11
+    for (n, k), ms in llm.items():
+        assert ms == [m for m in gemm.LLM_M[True] if gemm.flop_count(m, n, k) <= gemm.CPU_MAX_CALL_FLOP[True]]
+        assert ms[:5] == [1, 2, 4, 8, 16]  # every batch (and rows per expert) a CPU validation reads
+    assert llm[(128256, 4096)] == [1, 2, 4, 8, 16] and llm[(6144, 4096)] == list(gemm.LLM_M[True])
+    # the budget: each call within the cap, and the whole family at most 12 caps (the quick CPU run within 90 s)
+    total = sum(gemm.flop_count(m, n, k) for (n, k), ms in llm.items() for m in ms)
+    assert total <= 12 * gemm.CPU_MAX_CALL_FLOP[True]
+
+
+def test_the_models_option_chooses_the_shapes(cpu_target):
+    tiny = models.ModelSpec(name="tiny", family="dense", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16,
+                       ffn_intermediate=96, vocab=101)
+    ctx = RunContext(target=cpu_target, quick=True, options={"models": [tiny.model_dump(mode="json")]})
+    pts = [p for p in gemm.BENCHMARK.sweep(ctx) if p["family"] == "llm"]
+    assert {(p["N"], p["K"]): p["layers"] for p in pts} == {
+        (128, 64): "tiny qkv", (64, 64): "tiny o", (192, 64): "tiny gate_up", (64, 96): "tiny down",
+        (101, 64): "tiny lm_head"}
+    assert gemm.model_shapes([tiny, tiny]) == gemm.model_shapes([tiny])  # deduplicated
 
 
 def test_gpu_sweep_plan(cpu_target):
     h100 = _gpu(cpu_target, (9, 0))
     quick = gemm.BENCHMARK.sweep(RunContext(target=h100, quick=True))
-    llm = {(p["M"], p["N"], p["K"]) for p in quick if p["family"] == "llm" and p["dtype"] == "bfloat16"}
-    assert llm == {(m, n, k) for m in gemm.LLM_BATCH for (n, k) in gemm.LLM_LAYERS}
+    for dt in ("bfloat16", "float8_e4m3fn"):  # the model shapes at M = 1 … 256, bf16 and fp8
+        assert _llm(quick, dt) == {nk: list(gemm.LLM_M[True]) for nk in _validated_shapes()}
     for dt in gemm.DTYPES:  # every dtype gets a MAMF search including the best known H100 shape
         assert gemm.MAMF_H100_BEST in {(p["M"], p["N"], p["K"]) for p in quick
                                        if p["family"] == "mamf" and p["dtype"] == dt}
-    assert any(p["impls"] == "torch,triton" and (p["M"], p["dtype"]) == (8192, "bfloat16") for p in quick)
     full = gemm.BENCHMARK.sweep(RunContext(target=h100, quick=False))
+    assert _llm(full, "bfloat16") == {nk: list(gemm.LLM_M[False]) for nk in _validated_shapes()}
+    assert max(gemm.LLM_M[False]) == 8192
+    assert all(p["impls"] == "torch,triton" for p in full if p["family"] == "llm" and p["dtype"] == "bfloat16")
     assert len(full) > len(quick)
     assert {p["dtype"] for p in full if "triton" in p["impls"] and p["family"] == "square"} == set(gemm.DTYPES)
     # a small card leaves out what does not fit beside its float64 reference
     small = dataclasses.replace(h100, memory_bytes=4 * 10**9)
-    assert all(gemm._footprint(p["M"], p["N"], p["K"], p["dtype"]) <= 2 * 10**9
-               for p in gemm.BENCHMARK.sweep(RunContext(target=small, quick=False)))
+    assert all(gemm.BENCHMARK.size_of(p) <= 2 * 10**9 for p in gemm.BENCHMARK.sweep(RunContext(target=small,
+                                                                                              quick=False)))
+    # budget planning counts every M of an llm point
+    p = next(p for p in quick if p["family"] == "llm")
+    assert gemm.BENCHMARK.estimate_s(RunContext(target=h100, quick=True), p) > 5 * 3 * 0.05
 
 
 def test_pre_ampere_gpu_plans_skips_not_crashes(cpu_target):
@@ -216,6 +257,42 @@ def test_run_point_checks_then_times_on_cpu(small_cpu_target):
     assert m.params == {"family": "square", "dtype": "float32", "M": 96, "N": 80, "K": 112}
 
 
+def test_llm_point_times_every_m_on_one_weight(small_cpu_target):
+    ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
+    point = {"family": "llm", "dtype": "float32", "Ms": "1,2,4", "N": 300, "K": 64, "layers": "x qkv; y o",
+             "impls": "torch"}
+    ms = gemm.BENCHMARK.run_point(ctx, point)
+    assert [m.params["M"] for m in ms] == [1, 2, 4] and all(m.status == "ok" and m.check.passed for m in ms)
+    assert all(m.params == {"family": "llm", "dtype": "float32", "M": m.params["M"], "N": 300, "K": 64,
+                            "layers": "x qkv; y o"} for m in ms)
+    assert all("256 of 300 output columns" in m.check.reference for m in ms)
+    assert [m.flop_count for m in ms] == [gemm.flop_count(M_, 300, 64) for M_ in (1, 2, 4)]
+    assert all(m.cache.startswith("rotate") for m in ms)  # 77 KB per set against a 1 MiB cache
+    s = gemm.BENCHMARK.summarize(ms, {})
+    assert s["curves"]["matmul_shapes"] == [{"N": 300, "K": 64, "layers": ["x qkv", "y o"]}]
+    assert s["curves"]["matmul"][0]["shape"] == "M=1 tokens x x qkv; y o"
+    assert profile.Curves(**s["curves"]).matmul_shapes[0].layers == ["x qkv", "y o"]
+    assert gemm.BENCHMARK.size_of(point) == gemm._llm_footprint(4, 300, 64, "float32")
+
+
+def test_llm_point_check_catches_a_wrong_kernel(small_cpu_target, monkeypatch):
+    monkeypatch.setattr(kern, "torch_matmul", lambda a, b, out=None: torch.matmul(a.flip(0), b, out=out))
+    ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
+    ms = gemm.BENCHMARK.run_point(ctx, {"family": "llm", "dtype": "float32", "Ms": "1,4", "N": 80, "K": 32,
+                                        "impls": "torch"})
+    assert [m.status for m in ms] == ["ok", "failed"]  # one row flipped onto itself is still right; four are not
+    assert ms[1].flops is None and "relative error" in ms[1].reason
+
+    def partial(a, b, out=None):
+        out[:, :-1] = torch.matmul(a, b[:, :-1])
+        return out
+
+    monkeypatch.setattr(kern, "torch_matmul", partial)
+    (m,) = gemm.BENCHMARK.run_point(ctx, {"family": "llm", "dtype": "float32", "Ms": "2", "N": 80, "K": 32,
+                                          "impls": "torch"})
+    assert m.status == "failed" and "not finite" in m.reason  # an unwritten column outside the sample is caught
+
+
 def test_edge_point_runs_the_interpreter_untimed(small_cpu_target):
     ctx = RunContext(target=small_cpu_target, quick=True, min_time_s=0.001)
     (m,) = gemm.BENCHMARK.run_point(ctx, {"family": "edge", "dtype": "bfloat16", "M": 67, "N": 45, "K": 93,
@@ -258,12 +335,13 @@ def test_unwritten_output_is_caught(small_cpu_target, monkeypatch):
 
 # -- profile contribution -----------------------------------------------------------------------------------
 
-def _rec(dtype, M, N, K, median_s, impl="torch", mode="cuda", family="square", status_ok=True):
+def _rec(dtype, M, N, K, median_s, impl="torch", mode="cuda", family="square", status_ok=True, layers=None):
     from bench.measurement import Check
 
     chk = Check(passed=status_ok, rel_err=0.0 if status_ok else 1.0, tol=1e-3)
     return measured(benchmark="gemm", kernel="matmul", impl=impl, mode=mode, device="x",
-                    params={"family": family, "dtype": dtype, "M": M, "N": N, "K": K},
+                    params={"family": family, "dtype": dtype, "M": M, "N": N, "K": K}
+                    | ({"layers": layers} if layers else {}),
                     timing=None if mode == "interpreter" else summarize([median_s] * 3, "cuda_events"),
                     flop_count=gemm.flop_count(M, N, K), bytes=gemm.bytes_moved(M, N, K, 2, 2), check=chk,
                     library="cuBLAS (torch.matmul)" if impl == "torch" else "Triton")
@@ -273,7 +351,7 @@ def test_summarize_peak_per_dtype_with_source_and_efficiency():
     ms = [_rec("bfloat16", 8192, 8192, 8192, 1.5e-3),
           _rec("bfloat16", 6144, 17920, 2816, 0.8e-3, family="mamf"),
           _rec("bfloat16", 8192, 8192, 8192, 1.6e-3, impl="triton"),
-          _rec("bfloat16", 1, 4096, 4096, 2e-5, family="llm"),
+          _rec("bfloat16", 1, 4096, 4096, 2e-5, family="llm", layers="llama-3.1-8b o"),
           _rec("bfloat16", 9999, 9999, 9999, 1e-9, status_ok=False),  # failed: never a number
           _rec("float16", 67, 45, 93, 0, impl="triton", mode="interpreter", family="edge"),
           _rec("float8_e4m3fn", 8192, 8192, 8192, 0.8e-3)]
@@ -287,7 +365,8 @@ def test_summarize_peak_per_dtype_with_source_and_efficiency():
     assert len(curve) == 5
     by = {(c["family"], c["impl"], c["M"]): c for c in curve}
     assert by[("square", "triton", 8192)]["efficiency"] == pytest.approx(2 * 8192**3 / 1.6e-3 / best)
-    assert by[("llm", "torch", 1)]["shape"] == "M=1 tokens x Llama-3-8B attn q/o proj"
+    assert by[("llm", "torch", 1)]["shape"] == "M=1 tokens x llama-3.1-8b o"
+    assert s["curves"]["matmul_shapes"] == [{"N": 4096, "K": 4096, "layers": ["llama-3.1-8b o"]}]
     assert max(c["efficiency"] for c in curve if c["dtype"] == "bfloat16") == pytest.approx(1.0)
     # the profile schema accepts it as typed points
     peaks = profile.Peaks(**s["peaks"])
@@ -449,6 +528,11 @@ def test_benchmark_points_on_gpu(gpu_target):
             assert m.status in ("ok", "skipped"), (dt, m.impl, m.reason)
             if m.status == "ok":
                 assert m.flops > 0 and "flushed" in m.cache
+    for dt in ("bfloat16", "float8_e4m3fn"):  # an llm point: one weight, every M, the sampled check
+        ms = gemm.BENCHMARK.run_point(ctx, {"family": "llm", "dtype": dt, "Ms": "1,16,256", "N": 6144, "K": 4096,
+                                            "layers": "llama-3.1-8b qkv", "impls": "torch"})
+        assert [m.params["M"] for m in ms] == [1, 16, 256] or all(m.status == "skipped" for m in ms)
+        assert all(m.status in ("ok", "skipped") for m in ms), [(m.params, m.reason) for m in ms]
     for dt in gemm.DTYPES:
         for (M, N, K) in gemm.EDGE_SHAPES:
             if dt == "float8_e4m3fn" and K % 16:

@@ -335,3 +335,99 @@ def test_kv_rate_by_streams_group_and_kernel():
     assert any("no flashinfer points" in n for n in hw.notes)
     with pytest.raises(roofline.RooflineError, match="attention_impl"):
         roofline.Roofline(hw, llama, roofline.Deployment(attention_impl="/"))
+
+
+# ---------------------------------------------------------------------------- measured shapes, exactly
+def _streaming(points) -> prof.Profile:
+    """A measured H100 whose matmul curve holds ``points``: (N, K, M, stream bandwidth) each, bf16."""
+    mm = []
+    for n, k, m_, bw in points:
+        nbytes = (m_ * k + k * n + m_ * n) * 2
+        mm.append(prof.MatmulPoint(family="llm", M=m_, N=n, K=k, dtype="bfloat16", impl="torch", library="cuBLAS",
+                                   flops=bw * 2 * m_ * n * k / nbytes, median_s=1.0, p10_s=1.0, p90_s=1.0,
+                                   bytes=nbytes, efficiency=1.0))
+    base = _measured()
+    return base.model_copy(update={"curves": base.curves.model_copy(update={"matmul": mm})})
+
+
+def test_a_measured_shape_is_read_at_its_own_measured_m():
+    """The exact (N, K) wins over a nearer-in-M family, M is interpolated only between the measured M around it
+    (a GEMV -> GEMM cliff between M = 1 and 2 and a non-monotone stretch after it stay as measured), and the points
+    read are traced."""
+    gate_up = [(28672, 4096, 1, 2.0e12), (28672, 4096, 2, 0.9e12), (28672, 4096, 4, 0.5e12),
+               (28672, 4096, 8, 0.6e12), (28672, 4096, 16, 0.5e12)]
+    hw = roofline.Hardware(_streaming(gate_up + [(4096, 4096, m_, 1.0e12) for m_ in (1, 2, 4, 8, 16)]))
+    hw.trace = {}
+    assert hw.weight_stream_rate("bfloat16", 4, 28672, 4096, 1.0) == pytest.approx(0.5e12)
+    assert {k[3] for k in hw.trace} == {4} and {(k[4], k[5]) for k in hw.trace} == {(28672, 4096)}
+    hw.trace = {}
+    frac = math.log(3 / 2) / math.log(2)
+    assert hw.weight_stream_rate("bfloat16", 3, 28672, 4096, 1.0) == pytest.approx(0.9e12 + frac * (0.5e12 - 0.9e12))
+    assert {k[3] for k in hw.trace} == {2, 4}
+    assert hw.weight_stream_rate("bfloat16", 8, 28672, 4096, 1.0) == pytest.approx(0.6e12)  # not smoothed over
+    assert not any("not measured" in n or "measured at M" in n for n in hw.notes)
+    # a shape the sweep did not measure: the nearest stands in, said so; an M past the measured ones likewise
+    assert hw.weight_stream_rate("bfloat16", 1, 6144, 4096, 1.0) == pytest.approx(1.0e12)
+    assert any("N=6144 K=4096 not measured" in n and "(N=4096, K=4096)" in n for n in hw.notes)
+    assert hw.weight_stream_rate("bfloat16", 64, 28672, 4096, 1.0) == pytest.approx(0.5e12)
+    assert any("N=28672 K=4096 measured at M 1-16" in n for n in hw.notes)
+
+
+def test_expert_rows_follow_the_binomial_of_the_router():
+    r = roofline.Roofline(roofline.Hardware(H100), models.resolve("qwen3-30b-a3b"))  # top-8 of 128 experts
+    m = r.model
+    for tokens in (1, 4, 16, 256):
+        rows = r.expert_rows(tokens)
+        assert sum(w for _, w in rows) == pytest.approx(m.experts_touched(tokens), rel=1e-9)
+        assert sum(j * w for j, w in rows) == pytest.approx(tokens * 8, rel=1e-9)
+    assert r.expert_rows(1) == [(1.0, pytest.approx(8.0))]
+    sixteen = dict(r.expert_rows(16))
+    assert sixteen[2.0] / sum(sixteen.values()) > 0.25  # a quarter of the hit experts multiply 2 rows, not 1.5
+    (big,) = r.expert_rows(4096)  # spread over many row counts: the mean stands for them
+    assert big == (pytest.approx(4096 * 8 / m.experts_touched(4096)), pytest.approx(m.experts_touched(4096)))
+    assert r.expert_rows(0) == []
+
+
+def test_expert_gemms_are_timed_at_each_row_count():
+    """Against a GEMV -> GEMM cliff (an expert with one row streams its weight 4x faster than one with two), the
+    expert GEMMs' time is the sum over row counts, not the time at the mean rows per expert."""
+    qwen = models.resolve("qwen3-30b-a3b")
+    shapes = {(mm.n, mm.k) for mm in qwen.matmuls()}
+    experts = {(mm.n, mm.k) for mm in qwen.matmuls() if mm.part == "expert"}
+    pts = [(n, k, m_, (2.0e12 if m_ == 1 else 0.5e12) if (n, k) in experts else 1.0e12)
+           for n, k in shapes for m_ in (1, 2, 4, 8, 16, 32)]
+    r = roofline.Roofline(roofline.Hardware(_streaming(pts)), qwen)
+    rows = r.expert_rows(16)
+    dense = sum(mm.n * mm.k * mm.count * 2 for mm in qwen.matmuls() if mm.part == "dense")
+    per_row = sum(mm.n * mm.k * mm.count * 2 for mm in qwen.matmuls() if mm.part == "expert")  # one expert, bf16
+
+    def bw(j):  # the stream rate interpolated in log M between the measured points
+        return 2.0e12 if j == 1 else 0.5e12
+
+    want = dense / 1.0e12 + sum(w * per_row / bw(j) for j, w in rows)
+    assert r.weight_time_s(16, 16) == pytest.approx(want, rel=1e-9)
+    mean = 16 * 8 / qwen.experts_touched(16)  # ≈ 1.55 rows: what a mean-rows model would read
+    at_mean = 2.0e12 + math.log(mean) / math.log(2) * (0.5e12 - 2.0e12)
+    mean_model = dense / 1.0e12 + qwen.experts_touched(16) * per_row / at_mean
+    assert r.weight_time_s(16, 16) > 1.1 * mean_model
+
+
+def test_kv_reads_are_traced_and_off_curve_reads_noted():
+    hw = roofline.Hardware(_two_families())
+    llama = models.resolve("llama-3.1-8b")
+    hw.trace = {}
+    hw.kv_rate(8, 4096, llama, "bf16", 1.0, impl="triton/contiguous")  # 64 streams at 4096: a measured point
+    assert [(k[4], k[5]) for k in hw.trace] == [(8, 4096)]
+    assert not any("interpolated between measured decode points" in n for n in hw.notes)
+    hw.trace = {}
+    hw.kv_rate(4, 2048, llama, "bf16", 1.0, impl="triton/contiguous")  # between all four llama points
+    assert {(k[4], k[5]) for k in hw.trace} == {(1, 512), (8, 512), (1, 4096), (8, 4096)}
+    assert any("interpolated between measured decode points" in n for n in hw.notes)
+
+
+def test_a_lone_large_m_point_of_the_same_shape_does_not_stand_for_small_m():
+    """A peak-search point that happens to have a step GEMM's (N, K) at M = 2048 says nothing about M = 1: the
+    family measured down to M = 1 is read instead."""
+    hw = roofline.Hardware(_streaming([(2048, 4096, 2048, 3.0e12), (4096, 4096, 1, 1.0e12), (4096, 4096, 8, 0.8e12)]))
+    assert hw.weight_stream_rate("bfloat16", 1, 2048, 4096, 1.0) == pytest.approx(1.0e12)
+    assert hw.weight_stream_rate("bfloat16", 4096, 2048, 4096, 1.0) == pytest.approx(3.0e12)

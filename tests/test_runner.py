@@ -320,3 +320,64 @@ def test_real_benchmarks_declare_their_oom_series(cpu_target):
         placed = [point.series_size(bench, p) for p in bench.sweep(ctx)]
         assert placed and all(x is not None for x in placed), name
         assert all(size > 0 for _, size in placed), name
+
+
+# -- the --model option: stored with the run's settings ------------------------------------------------------
+
+def _cli(argv, capsys):
+    from bench import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_the_model_option_is_a_run_setting_a_resume_keeps(tmp_path, monkeypatch, capsys, cpu_target):
+    from pathlib import Path
+
+    from bench import models
+    from bench import profile as prof
+    from bench.profile import build as profile_build
+
+    calls = []
+
+    def fake_run(selection, target, out, **kw):  # the runner stand-in: writes run.json as the runner does
+        runner.prepare_out_dir(Path(out), resume=kw["resume"], force=kw["force"])
+        calls.append(kw)
+        if not kw["resume"]:
+            runner.save_settings(Path(out), runner.Settings(selection=selection, quick=kw["quick"], seed=kw["seed"],
+                                                            min_time_s=kw["min_time_s"], options=kw["options"],
+                                                            backend=target.backend, device=target.name).to_json())
+        info = prof.RunInfo(mode=target.backend, mode_reason="test", benchmarks=[])
+        profile = profile_build.from_measurements([], profile_build.device_info(target), info)
+        return runner.RunResult(out_dir=Path(out), profile=profile, measurements=[])
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    out = tmp_path / "o"
+    code, _, err = _cli(["run", "--device", "cpu", "--only", "gemm", "--model", "qwen3-30b-a3b", "--out", str(out),
+                         "--json"], capsys)
+    assert code == 0, err
+    stored = calls[-1]["options"]["models"]
+    assert [m["name"] for m in stored] == ["qwen3-30b-a3b"]
+    assert models.ModelSpec.model_validate(stored[0]) == models.resolve("qwen3-30b-a3b")  # the fields, not a name
+    assert runner.load_settings(out).options["models"] == stored
+    code, _, err = _cli(["run", "--resume", str(out), "--json"], capsys)
+    assert code == 0 and calls[-1]["options"]["models"] == stored  # a resume measures the same shapes
+    code, _, err = _cli(["run", "--resume", str(out), "--model", "llama-3.1-8b"], capsys)
+    assert code == 2 and "drop --model (it was started with qwen3-30b-a3b)" in err
+    assert len(err.strip().splitlines()) == 1
+    # the sweeps read it: the gemm benchmark measures that model's shapes only
+    ctx = RunContext(target=cpu_target, quick=True, options=calls[-1]["options"])
+    llm = {(p["N"], p["K"]) for p in registry.get("gemm").sweep(ctx) if p["family"] == "llm"}
+    assert llm == {(mm.n, mm.k) for mm in models.resolve("qwen3-30b-a3b").matmuls()}
+
+
+@pytest.mark.parametrize("value,needle", [("nope", "unknown model"), (" , ", "at least one model"),
+                                          ("missing.json", "missing.json")])
+def test_a_bad_model_option_is_one_line_exit_2(tmp_path, capsys, value, needle):
+    code, _, err = _cli(["run", "--device", "cpu", "--only", "hbm", "--model", value, "--out", str(tmp_path / "o")],
+                        capsys)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -13,7 +13,7 @@ from bench import roofline as R
 from bench import validate as V
 from bench.registry import RunContext
 from bench.timing import summarize as timing_of
-from bench.validate import check, point, probe, transformer
+from bench.validate import check, point, transformer
 
 H100 = P.resolve("spec:h100-sxm")
 BW, F = 3.35e12, 989.4e12  # the H100 SXM sheet: HBM3 bandwidth, bf16 dense FLOP/s
@@ -38,7 +38,7 @@ def _measured_cpu(overhead_s: float | None = None) -> P.Profile:
             "curves": P.Curves(hbm=[P.HBMPoint(op="read", impl="torch", dtype="float32", working_set_bytes=ws,
                                                bandwidth_Bps=bw, median_s=1.0, p10_s=1.0, p90_s=1.0,
                                                beyond_cache=True)
-                                    for ws, bw in ((10**8, 18e9), (10**9, 20e9))])}
+                                    for ws, bw in ((1 << 20, 18e9), (4 << 20, 20e9))])}
     if overhead_s is not None:
         data["overheads"] = P.Overheads(launch_s=overhead_s)
     return P.Profile(**data)
@@ -133,8 +133,14 @@ def test_summary_medians_counts_and_models():
     assert s["by_model"]["a"]["median_abs_error"] == pytest.approx(0.2)
     assert s["by_model"]["b"]["median_abs_spec_error"] is None and s["by_model"]["b"]["failed"] == 1
     assert "unsteady" not in s
-    cpu = V.summarize([row("c", 0.1, drift=0.0), row("c", 0.9, drift=-0.5), row("c", 0.3, drift=0.1)])
-    assert cpu["unsteady"] == 1 and cpu["median_abs_error_steady"] == pytest.approx(0.2)
+    cpu = [row("c", 0.1, drift=0.0), row("c", 0.9, drift=-0.5), row("c", 0.3, drift=0.1), row("c", 0.5)]
+    for r, rates in zip(cpu, (0.0, -0.3, 0.05, 0.0)):
+        r.rates_drift = rates  # the rates the prediction reads moved by 30% across the second point
+    cpu[0].drift = 0.45  # the probe moved, the rates did not: reported, not counted
+    cpu[3].measured_p10_s, cpu[3].measured_p90_s = 1.0, 1.3  # the step itself spread beyond NOISY_SPREAD
+    s = V.summarize(cpu)
+    assert s["unsteady"] == 2 and s["median_abs_error_steady"] == pytest.approx(0.2)
+    assert [V.unsteady(r) for r in cpu] == [False, True, False, True]
     assert V.summarize([])["median_abs_error"] is None
 
 
@@ -242,7 +248,6 @@ def test_measure_point_checks_then_times(cpu_target):
 
 
 def test_validate_end_to_end_on_the_cpu(cpu_target, monkeypatch):
-    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)  # the conditions probe on 1 MiB: a test, not a measurement
     seen = []
     res = V.validate(cpu_target, [TINY_DENSE, TINY_MOE], measured=_measured_cpu(overhead_s=2e-6),
                      profile_label="fake", layers=1, batches=[1, 3], contexts=[17], min_time_s=0.001,
@@ -262,12 +267,127 @@ def test_validate_end_to_end_on_the_cpu(cpu_target, monkeypatch):
 
 
 def test_points_that_do_not_fit_are_skipped_with_their_prediction(cpu_target, monkeypatch):
-    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     small = dataclasses.replace(cpu_target, memory_bytes=3 * 2**30)  # 2.1 GB for weights, cache and checks
     res = V.validate(small, [TINY_DENSE], measured=_measured_cpu(), profile_label="fake", batches=[1, 10**6],
                      contexts=[17], min_time_s=0.001)
     assert [r.status for r in res.rows] == ["ok", "skipped"]
     assert "beside the weights" in res.rows[1].reason and res.rows[1].predicted_s > 0
+
+
+# -------------------------------------------------------------------- interleaving and conditions (CPU)
+def _with_curves(prof: P.Profile, model: M.ModelSpec, grid, ms=(1, 2, 4), read_bytes: int | None = None) -> P.Profile:
+    """``prof`` with fp32 matmul points for every weight GEMM of ``model`` at ``ms``, SDPA decode points of its
+    head configuration at ``grid`` and (``read_bytes``) a torch read point of that working set."""
+    mm = [P.MatmulPoint(family="llm", M=m_, N=g.n, K=g.k, dtype="float32", impl="torch", library="CPU BLAS",
+                        flops=1e9, median_s=2.0 * m_ * g.n * g.k / 1e9, p10_s=1.0, p90_s=1.0,
+                        bytes=(m_ * g.k + g.k * g.n + m_ * g.n) * 4, efficiency=0.1)
+          for g in model.matmuls() for m_ in ms]
+    dec = [P.DecodePoint(model=model.name, impl="torch_sdpa", layout="contiguous", dtype="float32", batch=b,
+                         context=c, q_heads=model.heads, kv_heads=model.kv_heads, head_dim=model.head_dim,
+                         bytes=2 * b * c * model.kv_heads * model.head_dim * 4, bandwidth_Bps=1e9, flops=1e9,
+                         median_s=1.0, p10_s=1.0, p90_s=1.0, time_per_token_s=1.0) for b, c in grid]
+    hbm = list(prof.curves.hbm)
+    if read_bytes:
+        hbm.append(P.HBMPoint(op="read", impl="torch", dtype="float32", working_set_bytes=read_bytes,
+                              bandwidth_Bps=20e9, median_s=read_bytes / 20e9, p10_s=1.0, p90_s=1.0, beyond_cache=True))
+    return prof.model_copy(update={"curves": prof.curves.model_copy(update={"matmul": mm, "decode": dec, "hbm": hbm})})
+
+
+def test_refreshed_profile_replaces_only_the_points_given():
+    prof = _with_curves(_measured_cpu(), TINY_DENSE, [(2, 9)])
+    a, b = prof.curves.matmul[0], prof.curves.decode[0]
+    times = {("matmul", a.dtype, a.impl, a.M, a.N, a.K): 0.5,
+             ("decode", b.impl, b.layout, b.dtype, b.batch, b.context, b.q_heads, b.kv_heads, b.head_dim): 0.25}
+    read = V.read_point(prof)
+    new = V.refreshed(prof, times, 10e9, read)
+    assert new.curves.matmul[0].flops == pytest.approx(2 * a.M * a.N * a.K / 0.5)
+    assert new.curves.matmul[1:] == prof.curves.matmul[1:]
+    assert new.curves.decode[0].bandwidth_Bps == pytest.approx(b.bytes / 0.25)
+    assert [c.bandwidth_Bps for c in new.curves.hbm] == [18e9, 10e9]  # the probe's point: the largest read
+    assert read.working_set_bytes == 4 << 20
+
+
+def test_each_point_is_predicted_from_its_rates_remeasured_beside_it(cpu_target):
+    """A/B/A: the curve points the prediction reads (every GEMM shape at the step's M, the SDPA point) are timed
+    again before and after the step, and the prediction is made from them; the profile's own prediction stays
+    beside it, and the conditions say what the sweep covered."""
+    grid = [(2, 9)]
+    prof = _with_curves(_measured_cpu(), TINY_DENSE, grid)
+    res = V.validate(cpu_target, [TINY_DENSE], measured=prof, profile_label="fake", layers=1, batches=[2],
+                     contexts=[9], min_time_s=0.001)
+    (r,) = res.rows
+    assert r.status == "ok" and r.profile_predicted_s is not None and r.predicted_s != r.profile_predicted_s
+    assert r.rates_remeasured == 6 and r.rates_kept == 0  # 5 GEMMs at M = 2, and the SDPA point
+    assert r.drift is not None and r.rates_drift is not None and r.probe_Bps > 0
+    assert r.profile_error == pytest.approx(r.profile_predicted_s / r.measured_s - 1)
+    assert res.summary["median_abs_profile_error"] == pytest.approx(abs(r.profile_error))
+    c = res.conditions
+    assert c["sweep"]["matmul_shapes"] == 5 and not c["sweep"]["matmul_missing"] and c["sweep"]["matmul_M"] == [1, 4]
+    assert c["sweep"]["decode_points"] == 1 and not c["sweep"]["decode_missing"]
+    assert c["measured"] == 1 and c["probe_bytes"] == 4 << 20 and c["probe_min_Bps"] <= c["probe_max_Bps"]
+    assert len(c["load_average_start"]) == 3 and c["cpus"] >= 1 and 0 <= c["others_cpu_share"] <= 1
+    assert not any("not measured" in n for n in res.prediction_notes)
+
+
+def test_sweep_coverage_names_what_the_profile_lacks():
+    llama = M.resolve("llama-3.1-8b")
+    prof = _with_curves(_measured_cpu(), llama, [(1, 512)])
+    cov = V.sweep_coverage(prof, [llama, TINY_DENSE], "float32", [(1, 512), (4, 512)], on_gpu=False)
+    assert cov["matmul_shapes"] == 10 and len(cov["matmul_missing"]) == 5
+    assert all(m.startswith("tiny-dense ") for m in cov["matmul_missing"])
+    assert cov["decode_points"] == 4 and cov["decode_missing"] == [
+        "llama-3.1-8b batch 4 context 512", "tiny-dense batch 1 context 512", "tiny-dense batch 4 context 512"]
+    assert V.sweep_coverage(prof, [llama], "bfloat16", [], on_gpu=True)["matmul_missing"]  # another dtype
+
+
+STREAMER = """
+import sys, torch
+torch.set_num_threads(2)
+a = torch.ones(1 << 26); b = torch.empty_like(a)
+b.copy_(a); print("ready", flush=True)
+while True:
+    b.copy_(a); a.copy_(b)
+"""
+
+
+def test_a_memory_streaming_process_beside_a_point_flags_it(cpu_target, monkeypatch):
+    """Two processes streaming memory on every core start after the rates are measured before the step and run
+    through the step and the rates after it: the rates measured after come out slower, and the point must be
+    flagged unsteady. (A mechanism test: the load it adds halves this process's share of the cores and the memory
+    bus, far past DRIFT_LIMIT.)"""
+    import subprocess
+    import sys
+
+    procs: list = []
+    real_before, real_after = V.PointRates.before, V.PointRates.after
+
+    def before(self, st):
+        real_before(self, st)
+        for _ in range(2):
+            p = subprocess.Popen([sys.executable, "-c", STREAMER], stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "ready"
+
+    def after(self, st):
+        real_after(self, st)
+        for p in procs:
+            p.kill()
+            p.wait()
+
+    monkeypatch.setattr(V.PointRates, "before", before)
+    monkeypatch.setattr(V.PointRates, "after", after)
+    prof = _with_curves(_measured_cpu(), TINY_DENSE, [(2, 9)], read_bytes=8 * cpu_target.cache_bytes)
+    try:
+        res = V.validate(cpu_target, [TINY_DENSE], measured=prof, profile_label="fake", layers=1, batches=[2],
+                         contexts=[9], min_time_s=0.05)
+    finally:
+        for p in procs:
+            p.kill()
+    (r,) = res.rows
+    assert r.status == "ok" and V.unsteady(r) and r.rates_drift > V.DRIFT_LIMIT, (r.drift, r.rates_drift)
+    assert r.drift < 0  # the probe saw the bus taken as well
+    assert res.summary["unsteady"] == 1 and res.conditions["unsteady"] == 1
+    assert any("the machine moved while some points ran" in n for n in res.notes)
 
 
 # ------------------------------------------------------------------------------ order, budget, interruption
@@ -292,7 +412,7 @@ class _FakeClock:
 def _fake_points(monkeypatch, clock=None, step_s: float = 1.0, interrupt_at: int | None = None):
     calls = []
 
-    def fake(ctx, net, batch, context, seed):
+    def fake(ctx, net, batch, context, seed, around=None):
         calls.append((net.spec.name, batch, context))
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt("interrupted (SIGTERM)")
@@ -301,7 +421,6 @@ def _fake_points(monkeypatch, clock=None, step_s: float = 1.0, interrupt_at: int
         return V.PointResult("ok", timing=fake_timing(1e-3), check_rel_err=0.0, check_tol=1e-4)
 
     monkeypatch.setattr(point, "measure_point", fake)
-    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     return calls
 
 
@@ -335,7 +454,6 @@ def test_an_interrupt_keeps_what_was_measured(cpu_target, monkeypatch):
 
 
 def test_weights_that_do_not_fit_are_never_allocated(cpu_target, monkeypatch):
-    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
 
     def no_build(*a, **k):
         raise AssertionError("the model must not be built")
@@ -398,7 +516,6 @@ def _cli_files(tmp_path):
 
 
 def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(probe, "PROBE_BYTES", 1 << 20)
     prof, model, out = _cli_files(tmp_path)
     code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
                                 "--batch", "2", "--context", "9", "--min-time", "0.001", "--out", str(out), "--json")
@@ -410,6 +527,21 @@ def test_cli_json_with_a_given_profile(capsys, tmp_path, monkeypatch):
     code, _, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
                            "--out", str(out))
     assert code == 2 and "--force" in err  # an earlier validation.json is not overwritten silently
+
+
+def test_cli_prints_the_errors_and_the_conditions_a_claim_needs(capsys, tmp_path):
+    prof, model, out = _cli_files(tmp_path)
+    P.save(_with_curves(_measured_cpu(), TINY_DENSE, [(2, 9)]), prof)
+    code, stdout, err = rooflab(capsys, "validate", "--device", "cpu", "--model", str(model), "--profile", str(prof),
+                                "--batch", "2,3", "--context", "9", "--min-time", "0.001", "--out", str(out))
+    assert code == 0, err
+    text = " ".join(stdout.split())  # rich wraps long lines
+    assert "median |error| over 2 points: measured profile (rates re-measured beside each step)" in text
+    assert "the profile as measured before the run" in text and "points unsteady" in text
+    assert "conditions: other processes used" in text and "of the CPUs during the points; load average" in text
+    assert "memory-read probe (4 MiB)" in text
+    assert "sweep: the profile measured 5 of the 5 weight GEMM shapes of these models (float32 at M 1–4) and 1 of " \
+           "the 2 decode points of this grid; not measured: tiny-dense batch 3 context 9" in text
 
 
 def test_cli_sigterm_writes_the_points_measured(capsys, tmp_path, monkeypatch):

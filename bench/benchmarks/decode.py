@@ -124,7 +124,7 @@ class DecodeBenchmark(Benchmark):
             pts += [_point(MAIN, b, c) for b, c in main]
             others = [(1, 512)] if ctx.quick else [(1, 512), (8, 2048)]
             pts += [_point(m, b, c) for m in HEAD_CONFIGS if m != MAIN for b, c in others]
-            return pts
+            return pts + self._validation_points(ctx, pts)
         if ctx.quick:
             pts += [_point(MAIN, b, c) for b in (1, 8, 64, 256) for c in (512, 4096, 32768)]
             pts += [_point(m, 64, 4096) for m in HEAD_CONFIGS if m != MAIN]
@@ -133,7 +133,36 @@ class DecodeBenchmark(Benchmark):
         if t.supports_fp8()[0]:
             fp8 = [(64, 4096)] if ctx.quick else [(b, c) for b in (8, 64) for c in (4096, 32768)]
             pts += [_point(MAIN, b, c, FP8_KV) for b, c in fp8]
-        return pts
+        return pts + self._validation_points(ctx, pts)
+
+    @staticmethod
+    def _validation_points(ctx: RunContext, have: list[dict]) -> list[dict]:
+        """The points ``rooflab validate`` predicts, so its attention term reads measured points: the head configs
+        of the run's models (bench.validate.plan.sweep_models; GQA ones the step can build) at validate's grid for
+        this device, in the dtype its step runs, timing only the kernel its step runs (``kernels``); a point the
+        sweep has already is not repeated."""
+        from bench.validate.plan import DEFAULT_BATCHES, DEFAULT_CONTEXTS, sweep_models
+        from bench.validate.prediction import ATTENTION_IMPL
+        from bench.validate.transformer import step_dtype, supported
+
+        t = ctx.target
+        dt = step_dtype(t)
+        seen = {(p["q_heads"], p["kv_heads"], p["head_dim"], p["dtype"], p["batch"], p["context"]) for p in have}
+        labels = {cfg: name for name, cfg in HEAD_CONFIGS.items()}
+        out: list[dict] = []
+        for m in sweep_models(ctx.options):
+            if supported(m):
+                continue
+            cfg = (m.heads, m.kv_heads, m.head_dim)
+            for b in DEFAULT_BATCHES[t.backend]:
+                for c in DEFAULT_CONTEXTS[t.backend]:
+                    if (*cfg, dt, b, c) in seen:
+                        continue
+                    seen.add((*cfg, dt, b, c))
+                    out.append({"model": labels.get(cfg, m.name), "q_heads": cfg[0], "kv_heads": cfg[1],
+                                "head_dim": cfg[2], "dtype": dt, "batch": b, "context": c,
+                                "kernels": ATTENTION_IMPL[t.backend]})
+        return out
 
     # -- one point ---------------------------------------------------------------------------------------
     # Out-of-memory at a point skips the larger caches of the same head config and dtype (see docs/runner.md).
@@ -197,7 +226,10 @@ class DecodeBenchmark(Benchmark):
         caches = {"contiguous": (k_cache, v_cache, None),
                   "paged": (k_cache.view(n_pages, PAGE_SIZE, hkv, d), v_cache.view(n_pages, PAGE_SIZE, hkv, d),
                             block_table)}
+        only = point.get("kernels")  # the one impl/layout to time, when the point names one
         for layout in LAYOUTS:
+            if only and only != f"triton/{layout}":
+                continue
             kc, vc, bt = caches[layout]
             page = PAGE_SIZE if layout == "paged" else None
             params = {**point, "layout": layout} | ({"page_size": page} if page else {})
@@ -232,6 +264,8 @@ class DecodeBenchmark(Benchmark):
         del caches, block_table
 
         # the library baseline: torch SDPA on the contiguous cache
+        if only and only != "torch_sdpa/contiguous":
+            return out
         params = {**point, "layout": "contiguous"}
         if fp8:
             out.append(_skipped(self.name, point, t, "torch SDPA has no fp8 KV-cache path", impl="torch_sdpa",
@@ -270,7 +304,7 @@ class DecodeBenchmark(Benchmark):
                                        f"{str(e2).splitlines()[0] if str(e2) else ''}")
         timed = sdpa
         if chk.passed and copies > 1:  # CPU: rotate over copies of the cache (docs/method.md, "decode")
-            timed = self._rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box)
+            timed = self.rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box)
         timing = ctx.time(timed, before_each=flush) if chk.passed else None
         graph = {}
         if chk.passed and t.is_cuda:
@@ -284,7 +318,7 @@ class DecodeBenchmark(Benchmark):
         return out
 
     @staticmethod
-    def _rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box):
+    def rotated_sdpa(kern, q, k_cache, v_cache, L, hq, copies, gqa, box):
         """SDPA over ``copies`` distinct copies of the cache in turn (one pool, views per copy)."""
         pool_k = k_cache.unsqueeze(0).expand(copies, *k_cache.shape).clone()
         pool_v = v_cache.unsqueeze(0).expand(copies, *v_cache.shape).clone()

@@ -42,6 +42,10 @@ def run(
     ranks: int | None = typer.Option(None, "--ranks", metavar="N", help="Processes for the collective "
                                         "benchmarks (a2a): gloo ranks in CPU mode (default 2), GPUs on CUDA "
                                         "(default all). Under torchrun the launch decides."),
+    model: str | None = typer.Option(None, "--model", metavar="NAME[,NAME]", help="Model presets or JSON files "
+                                        "whose weight GEMM shapes (gemm) and attention heads (decode) are measured at "
+                                        "the shapes `rooflab validate` and `rooflab roofline` read (default: "
+                                        "llama-3.1-8b,qwen3-30b-a3b). A resumed run keeps them."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of the summary table."),
 ) -> None:
     """Run the benchmarks and write measurements.jsonl, profile.json and the report.
@@ -67,6 +71,7 @@ def run(
         wanted = registry.parse_selection(only) if only is not None else None
     except registry.UnknownBenchmark as e:
         raise CLIError(str(e)) from None
+    sweep_models = _models_option(model) if model is not None else None
     stored = None
     if resume is not None:
         if force:
@@ -82,8 +87,10 @@ def run(
         given = {"--only": (wanted, stored.selection), "--quick/--full": (quick, stored.quick),
                  "--seed": (seed, stored.seed), "--min-time": (min_time, stored.min_time_s),
                  "--device": (None if device in (None, Device.auto) else device.value, stored.backend),
-                 "--ranks": (ranks, stored.options.get("ranks"))}
-        clash = [f"{k} (it was started with {v[1]!r})" for k, v in given.items() if v[0] is not None and v[0] != v[1]]
+                 "--ranks": (ranks, stored.options.get("ranks")),
+                 "--model": (sweep_models, stored.options.get("models"))}
+        clash = [f"{k} (it was started with {_setting_text(k, v[1])})" for k, v in given.items()
+                 if v[0] is not None and v[0] != v[1]]
         if clash:
             raise CLIError(f"{resume} is resumed with the settings it was started with: drop {', '.join(clash)}")
         selection, quick, seed, min_time = stored.selection, stored.quick, stored.seed, stored.min_time_s
@@ -101,6 +108,8 @@ def run(
         raise CLIError(bad_ranks)
     if ranks is not None and stored is None:
         options["ranks"] = ranks
+    if sweep_models is not None and stored is None:
+        options["models"] = sweep_models
     launched = distributed.torchrun_env()  # started by torchrun: this process is one rank of the launch
     if launched is not None:
         if resume is not None or budget is not None:
@@ -164,6 +173,31 @@ def _note(con, msg: str, json_out: bool) -> None:
             typer.echo(shown(msg, markup=False), err=True)
     else:
         con.print(shown(msg, markup=False), markup=False)
+
+
+def _setting_text(option: str, value: object) -> str:
+    """A stored setting as the clash message names it (``--model``: the models' names)."""
+    if option == "--model":
+        return ",".join(str(d.get("name")) for d in value) if isinstance(value, list) else "the default models"
+    return repr(value)
+
+
+def _models_option(text: str) -> list[dict]:
+    """``--model``: each preset or file resolved now (a one-line error if one is not a model), kept as its fields so
+    that the workers and a resume read the same models without the files."""
+    from bench import models
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CLIError("--model needs at least one model")
+    out: list[dict] = []
+    for n in names:
+        try:
+            spec = models.resolve(n)
+        except models.ModelError as e:
+            raise CLIError(f"--model: {e}") from None
+        out.append(spec.model_dump(mode="json"))
+    return out
 
 
 def progress_bar(con, disable: bool):

@@ -64,7 +64,9 @@ def validate_cmd(
 ) -> None:
     """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
     few layers) and compare them with the roofline model's predictions from this device's measured profile and
-    from the card's spec sheet: a table per (batch, context) with both relative errors and the bound.
+    from the card's spec sheet: a table per (batch, context) with both relative errors and the bound. On a CPU
+    the rates each prediction reads are measured again just before and after its step; the last lines state the
+    conditions a claim needs (how quiet the machine was, what the profile's sweep covers).
 
     validation.json is rewritten after every point, so a run that is killed keeps what it measured; Ctrl-C or
     SIGTERM stops it after writing the points measured so far (exit 130 / 143).
@@ -152,8 +154,10 @@ def validate_cmd(
 
         def on_point(r: Row) -> None:
             if r.status == "ok":
+                moved = (f", drift {_pct(r.drift)} probe / {_pct(r.rates_drift)} rates" if r.drift is not None
+                         else "")
                 con.print(shown(f"  {r.model}  batch {r.batch}  context {r.context}: measured {_ms(r.measured_s)} "
-                                f"ms, model {_ms(r.predicted_s)} ms ({_pct(r.error)})", False), markup=False)
+                                f"ms, model {_ms(r.predicted_s)} ms ({_pct(r.error)}){moved}", False), markup=False)
             else:
                 con.print(shown(f"  {r.model}  batch {r.batch}  context {r.context}: {r.status}: {r.reason}", False),
                           markup=False)
@@ -213,11 +217,12 @@ def _interrupt(signum, frame) -> None:
 def _print_tables(con: Console, res: Result) -> None:
     from rich.table import Table
 
-    from bench.validate.probe import DRIFT_LIMIT, drifted
+    from bench.validate.results import unsteady
 
     has_spec = any(r.spec_predicted_s is not None for r in res.rows)
     has_overhead = any((r.overhead_s or 0) > 0 for r in res.rows)
     has_drift = any(r.drift is not None for r in res.rows)
+    has_profile = any(r.profile_error is not None for r in res.rows)
     for model in dict.fromkeys(r.model for r in res.rows):
         rows = [r for r in res.rows if r.model == model]
         t = Table(title=shown(f"{model} on {res.device} ({res.mode}, {res.dtype})"))
@@ -225,11 +230,13 @@ def _print_tables(con: Console, res: Result) -> None:
             t.add_column(col, justify="right")
         if has_overhead:
             t.add_column("w/o overhead", justify="right")
+        if has_profile:
+            t.add_column("profile error", justify="right")
         if has_spec:
             t.add_column("spec ms", justify="right")
             t.add_column("spec error", justify="right")
         if has_drift:
-            t.add_column("drift", justify="right")
+            t.add_column("drift probe/rates", justify="right")
         t.add_column("bound")
         for r in rows:
             meas = (f"{_ms(r.measured_s)} ({_ms(r.measured_p10_s)}–{_ms(r.measured_p90_s)})"
@@ -237,33 +244,80 @@ def _print_tables(con: Console, res: Result) -> None:
             cells = [str(r.batch), str(r.context), meas, _ms(r.predicted_s), _pct(r.error)]
             if has_overhead:
                 cells.append(_pct(r.error_no_overhead))
+            if has_profile:
+                cells.append(_pct(r.profile_error))
             if has_spec:
                 cells += [_ms(r.spec_predicted_s), _pct(r.spec_error)]
             if has_drift:
-                cells.append(_pct(r.drift) + ("!" if r.drift is not None and drifted(r.drift) else ""))
+                cells.append(f"{_pct(r.drift)}/{_pct(r.rates_drift)}" + ("!" if unsteady(r) else ""))
             bound = r.bound or "–"
             if has_spec and r.spec_bound and r.spec_bound != r.bound:
                 bound += f" (spec: {r.spec_bound})"
             cells.append(bound if r.status == "ok" else f"{bound}; {r.status}: {r.reason[:60]}")
             t.add_row(*map(shown, cells))
         con.print(t)
-    s = res.summary
-    line = (f"median |error| over {s['measured']} points: measured profile {_apct(s['median_abs_error'])}"
-            + (f" (without the overhead term {_apct(s['median_abs_error_no_overhead'])})"
-               if s.get("median_abs_error_no_overhead") is not None else "")
-            + (f"; by phases {_apct(s['median_abs_error_phases'])}" if s.get("median_abs_error_phases") is not None
-               else "")
-            + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
-               else "; no spec-sheet prediction"))
-    con.print(shown(line, False), markup=False)
-    if s.get("unsteady"):
-        con.print(f"{s['unsteady']} points measured while the memory bandwidth moved > {DRIFT_LIMIT:.0%} (drift "
-                  f"column, '!'); over the steady ones: {_apct(s.get('median_abs_error_steady'))}", markup=False)
-    for m, b in s["by_model"].items():
-        con.print(shown(f"  {m}: measured profile {_apct(b['median_abs_error'])}, spec "
-                        f"{_apct(b['median_abs_spec_error'])}, {b['failed']} failed, {b['skipped']} skipped", False),
-                  markup=False)
+    for line in summary_lines(res):
+        con.print(shown(line, False), markup=False)
     for n in res.notes:
         con.print(shown(f"note: {n}", False), markup=False)
     for n in res.prediction_notes:
         con.print(shown(f"model: {n}", False), markup=False)
+
+
+def summary_lines(res: Result) -> list[str]:
+    """The summary a claim quotes: the errors (median and max), then the conditions it rests on."""
+    from bench.timing import NOISY_SPREAD
+    from bench.validate.probe import DRIFT_LIMIT
+
+    s = res.summary
+    rates = " (rates re-measured beside each step)" if s.get("median_abs_profile_error") is not None else ""
+    out = [f"median |error| over {s['measured']} points: measured profile{rates} {_apct(s['median_abs_error'])}, "
+           f"max {_apct(s['max_abs_error'])}"
+           + (f" (without the overhead term {_apct(s['median_abs_error_no_overhead'])})"
+              if s.get("median_abs_error_no_overhead") is not None else "")
+           + (f"; the profile as measured before the run {_apct(s['median_abs_profile_error'])}, max "
+              f"{_apct(s['max_abs_profile_error'])}" if rates else "")
+           + (f"; by phases {_apct(s['median_abs_error_phases'])}" if s.get("median_abs_error_phases") is not None
+              else "")
+           + (f"; spec sheet {_apct(s['median_abs_spec_error'])}" if s.get("median_abs_spec_error") is not None
+              else "; no spec-sheet prediction")]
+    if s.get("unsteady") is not None:
+        out.append(f"{s['unsteady']} of {s['measured']} points unsteady (their rates moved > {DRIFT_LIMIT:.0%} "
+                   f"across the point, or the step's p90/p10 > {NOISY_SPREAD}: '!'); over the steady ones: "
+                   f"{_apct(s.get('median_abs_error_steady'))}")
+    for m, b in s["by_model"].items():
+        out.append(f"  {m}: measured profile {_apct(b['median_abs_error'])} (max {_apct(b['max_abs_error'])}), "
+                   f"spec {_apct(b['median_abs_spec_error'])}, {b['failed']} failed, {b['skipped']} skipped")
+    return out + conditions_lines(res.conditions)
+
+
+def conditions_lines(c: dict) -> list[str]:
+    """How quiet the machine was and what the profile's sweep covers (Result.conditions), one line each."""
+    out = []
+    load = lambda v: "–" if not v else f"{v[0]:.2f}"  # noqa: E731
+    others = c.get("others_cpu_share")
+    quiet = ("conditions: " + (f"other processes used {others:.0%} of the CPUs during the points; "
+                               if others is not None else "")
+             + f"load average {load(c.get('load_average_start'))} before the run, "
+             f"{load(c.get('load_average_end'))} at the end (this run's own included; {c.get('cpus')} CPUs)")
+    if c.get("probe_start_Bps"):
+        ref = (f", the profile's read point {c['profile_read_Bps'] / 1e9:.1f} GB/s" if c.get("profile_read_Bps")
+               else "")
+        quiet += (f"; memory-read probe ({c['probe_bytes'] / 2**20:.0f} MiB) {c['probe_start_Bps'] / 1e9:.1f} GB/s at "
+                  f"the start{ref}, {c['probe_min_Bps'] / 1e9:.1f}–{c['probe_max_Bps'] / 1e9:.1f} GB/s over the run")
+    if c.get("step_spread_median"):
+        quiet += f"; steps' p90/p10 median {c['step_spread_median']:.2f}"
+    out.append(quiet)
+    sw = c.get("sweep")
+    if sw:
+        mm = sw["matmul_shapes"] - len(sw["matmul_missing"])
+        ms = f" at M {sw['matmul_M'][0]}–{sw['matmul_M'][1]}" if sw.get("matmul_M") else ""
+        dec = sw["decode_points"] - len(sw["decode_missing"])
+        line = (f"sweep: the profile measured {mm} of the {sw['matmul_shapes']} weight GEMM shapes of these models "
+                f"({sw['dtype']}{ms}) and {dec} of the {sw['decode_points']} decode points of this grid")
+        missing = sw["matmul_missing"] + sw["decode_missing"]
+        if missing:
+            line += (f"; not measured: {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} (rooflab run "
+                     "--model NAME measures a model's shapes)")
+        out.append(line)
+    return out

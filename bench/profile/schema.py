@@ -140,6 +140,14 @@ class MatmulPoint(StrictModel):
     efficiency: float = Field(gt=0, description="flops / peaks.matmul_flops[dtype]")
 
 
+class MatmulShape(StrictModel):
+    """A weight shape the gemm benchmark swept over M (family "llm"): the GEMMs of real models that have it."""
+
+    N: int = Field(ge=1)
+    K: int = Field(ge=1)
+    layers: list[str] = Field(default_factory=list, description='e.g. ["llama-3.1-8b qkv"]')
+
+
 class DecodePoint(StrictModel):
     """One timed decode-attention step (decode benchmark): achieved bandwidth by head config × batch × context."""
 
@@ -189,6 +197,7 @@ class Curves(StrictModel):
     # each benchmark owns one list of its own typed points
     hbm: list[HBMPoint] = Field(default_factory=list)  # hbm benchmark
     matmul: list[MatmulPoint] = Field(default_factory=list)  # gemm benchmark
+    matmul_shapes: list[MatmulShape] = Field(default_factory=list)  # gemm: the model weight shapes swept over M
     decode: list[DecodePoint] = Field(default_factory=list)  # decode attention benchmark
     all_to_all: list[AllToAllPoint] = Field(default_factory=list)  # MoE all-to-all benchmark (a2a)
 

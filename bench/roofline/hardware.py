@@ -62,14 +62,36 @@ def best_by_x(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]
     return sorted(best.items())
 
 
+def bracket(xs: Iterable[float], x: float) -> list[float]:
+    """The measured x that ``interp_log`` reads at ``x``: x itself when measured, else its two neighbours, or the end
+    point it is clamped to."""
+    pts = sorted({float(v) for v in xs if v > 0})
+    if not pts:
+        return []
+    near = [v for v in pts if abs(v - x) <= 1e-9 * max(1.0, abs(x))]
+    if near:
+        return near[:1]
+    if x <= pts[0]:
+        return pts[:1]
+    if x >= pts[-1]:
+        return pts[-1:]
+    return [max(v for v in pts if v < x), min(v for v in pts if v > x)]
+
+
 def matmul_family(pts: list[MatmulPoint], m: float, n: float, k: float) -> list[MatmulPoint]:
-    """The measured matmul points of the (N, K) nearest to (n, k) in log distance, among the families measured
-    down to M <= m when there are any (a family of large squares says nothing about a small-M GEMM: interpolating
-    it would clamp to its smallest M)."""
+    """The measured matmul points of the shape (n, k) itself when it was measured down to M <= m (the gemm
+    benchmark measures every weight GEMM of the models asked for over M); else of the (N, K) nearest to (n, k) in
+    log distance, among the families measured down to M <= m when there are any (a family of large squares says
+    nothing about a small-M GEMM: interpolating it would clamp to its smallest M)."""
     reach = [p for p in pts if p.M <= m * (1 + 1e-9)]
+    if any(abs(p.N - n) < 0.5 and abs(p.K - k) < 0.5 for p in reach):
+        return [p for p in pts if abs(p.N - n) < 0.5 and abs(p.K - k) < 0.5]
     fams = {(p.N, p.K) for p in reach} or {(p.N, p.K) for p in pts}
     near = min(fams, key=lambda nk: (math.log(nk[0] / n) ** 2 + math.log(nk[1] / k) ** 2, nk))
     return [p for p in pts if (p.N, p.K) == near]
+
+
+CurvePoint = MatmulPoint | DecodePoint
 
 
 # ---------------------------------------------------------------------------------------------- the hardware
@@ -82,6 +104,10 @@ class Hardware:
         self.use_curves = (profile.kind == "measured") if use_curves is None else use_curves
         self.label = label or profile.card or profile.name
         self.notes: list[str] = []
+        # the measured curve points the lookups read, when a caller asks (``trace``): rooflab validate re-measures
+        # exactly these beside each step (bench/validate/rates.py)
+        self.trace: dict[tuple, CurvePoint] | None = None
+        self._matmul_cache: dict[tuple, tuple[float, list[MatmulPoint]]] = {}
         peak_bandwidth = profile.peaks.memory_bandwidth_Bps
         if not peak_bandwidth:
             raise RooflineError(f"{self.label}: the profile has no peaks.memory_bandwidth_Bps")
@@ -157,7 +183,8 @@ class Hardware:
                 return abs(math.log(p.q_heads / p.kv_heads / group))
 
             best_hd = min(hd_dist(p) for p in same_dt)
-            at: dict[tuple[float, float], tuple[float, float]] = {}  # (streams, context) -> (group distance, bw)
+            # (streams, context) -> (group distance, bw, the point)
+            at: dict[tuple[float, float], tuple[float, float, DecodePoint]] = {}
             for p in same_dt:
                 if hd_dist(p) != best_hd:
                     continue
@@ -165,14 +192,23 @@ class Hardware:
                 key, gd = (float(p.batch * p.kv_heads), float(p.context)), group_dist(p)
                 old = at.get(key)
                 if old is None or gd < old[0] - 1e-12 or (abs(gd - old[0]) <= 1e-12 and bw > old[1]):
-                    at[key] = (gd, bw)
+                    at[key] = (gd, bw, p)
             by_ctx: dict[float, list[tuple[float, float]]] = {}
-            for (x, c), (_, bw) in at.items():
+            for (x, c), (_, bw, _) in at.items():
                 by_ctx.setdefault(c, []).append((x, bw))
             per_ctx = [(c, interp_log(v, streams)) for c, v in by_ctx.items()]
             kv_bw = interp_log([(c, y) for c, y in per_ctx if y], context)
             if kv_bw:
                 self.note("KV-cache bandwidth: the measured decode-attention curve at (batch × kv heads, context)")
+                read = [at[(x, c)][2] for c in bracket(by_ctx, context)
+                        for x in bracket((x for x, _ in by_ctx[c]), streams)]
+                if len(read) > 1 or read[0].context != context or read[0].batch * read[0].kv_heads != streams:
+                    self.note("KV-cache bandwidth: interpolated between measured decode points (the step's "
+                              "(batch × kv heads, context) was not measured)")
+                if self.trace is not None:
+                    for p in read:
+                        self.trace[("decode", p.impl, p.layout, p.dtype, p.batch, p.context, p.q_heads, p.kv_heads,
+                                    p.head_dim)] = p
                 return kv_bw
         if self.use_curves:
             return self.memory_rate(total_kv_bytes)
@@ -193,44 +229,73 @@ class Hardware:
     def peak_flops(self, dtype: str) -> float:
         return float(self.profile.peaks.matmul_flops[dtype])
 
+    def _matmul_read(self, kind: str, dtype: str, m: float, n: float, k: float) -> float | None:
+        """The measured matmul curve read at (m, n, k) in ``dtype``: ``kind`` "efficiency" (FLOP/s ÷ the shape's own
+        roofline) or "stream" (A + B + C bytes per second), interpolated in M on the family ``matmul_family`` picks;
+        None without a curve for the dtype. Notes say when the shape, or the M, was not measured; the points read go
+        to ``trace``."""
+        key = (kind, dtype.lower(), m, n, k)
+        hit = self._matmul_cache.get(key)
+        if hit is None:
+            pts = [p for p in self.profile.curves.matmul if str(p.dtype).lower() == dtype.lower() and p.flops
+                   and (kind == "efficiency" or p.bytes)]
+            if not pts:
+                return None
+            fam = matmul_family(pts, m, n, k)
+            peak, bw = self.peak_flops(dtype) if kind == "efficiency" else 0.0, self.peak_bandwidth_Bps
+            best: dict[float, MatmulPoint] = {}  # the fastest point at each M (several kernels may have run it)
+            for p in fam:
+                if p.M not in best or p.flops > best[p.M].flops:
+                    best[p.M] = p
+            ys = []
+            for x, p in best.items():
+                if kind == "efficiency":
+                    roof = peak if not p.bytes else min(peak, 2.0 * p.M * p.N * p.K / p.bytes * bw)
+                    ys.append((x, min(1.0, p.flops / roof)))
+                else:
+                    ys.append((x, p.bytes * p.flops / (2.0 * p.M * p.N * p.K)))
+            val = interp_log(ys, m)
+            if val is None:
+                return None
+            hit = (val, [best[x] for x in bracket(best, m)])
+            self._matmul_cache[key] = hit
+            nk = (fam[0].N, fam[0].K)
+            if abs(nk[0] - n) >= 0.5 or abs(nk[1] - k) >= 0.5:
+                self.note(f"matmul: {dtype} shape N={n:g} K={k:g} not measured; the nearest measured shape "
+                          f"(N={nk[0]}, K={nk[1]}) stands in")
+            elif not min(best) <= m <= max(best):
+                self.note(f"matmul: {dtype} N={nk[0]} K={nk[1]} measured at M {min(best):g}-{max(best):g}: other M "
+                          "read the nearest end")
+        if self.trace is not None:
+            for p in hit[1]:
+                self.trace[("matmul", p.dtype, p.impl, p.M, p.N, p.K)] = p
+        return hit[0]
+
     def matmul_rate(self, dtype: str, m: float, n: float, k: float) -> float:
         """FLOP/s of a (m × k) · (k × n) matmul in ``dtype``: the peak, times (measured profiles) the efficiency the
-        matmul curve shows at the nearest measured (N, K) family, interpolated in M. Efficiency is measured FLOP/s ÷
-        that shape's own roofline min(peak, intensity · bandwidth), so a memory-bound small-M point does not
-        count its weight reads twice (the memory term has them)."""
+        matmul curve shows at that (N, K) when it was measured (else the nearest measured family), interpolated in
+        M between the measured M around m. Efficiency is measured FLOP/s ÷ that shape's own roofline
+        min(peak, intensity · bandwidth), so a memory-bound small-M point does not count its weight reads twice
+        (the memory term has them)."""
         peak = self.peak_flops(dtype)
         origin = self._origin(f"peaks.matmul_flops.{dtype}")
         if not self.use_curves:
             self.note(f"matmul: {dtype} peak ({origin})")
             return peak
-        pts = [p for p in self.profile.curves.matmul if str(p.dtype).lower() == dtype.lower()]
-        if not pts:
+        eff = self._matmul_read("efficiency", dtype, max(m, 1.0), max(n, 1.0), max(k, 1.0))
+        if eff is None:
             self.note(f"matmul: {dtype} peak ({origin}; no measured curve for it)")
             return peak
-        m, n, k = max(m, 1.0), max(n, 1.0), max(k, 1.0)
-        fam = matmul_family(pts, m, n, k)
-        bw = self.peak_bandwidth_Bps
-        effs = []
-        for p in fam:
-            roof = peak if not p.bytes else min(peak, 2.0 * p.M * p.N * p.K / p.bytes * bw)
-            effs.append((p.M, min(1.0, p.flops / roof)))
-        eff = interp_log(best_by_x(effs), m) or 1.0
         self.note(f"matmul: {dtype} efficiency from the measured curve by shape (peak {origin})")
-        return peak * eff
+        return peak * (eff or 1.0)
 
     def weight_stream_rate(self, dtype: str, m: float, n: float, k: float, nbytes: float) -> float:
         """Bandwidth at which (m × k) · (k × n) matmuls in ``dtype`` stream ``nbytes`` of weights. With a measured
-        matmul curve: the bytes per second (A + B + C bytes ÷ the time its
-        FLOP/s imply) the nearest measured (N, K) family achieves, interpolated in M — small-M GEMMs (GEMV kernels,
-        tile quantisation, a CPU BLAS's small-M path) stream weights slower than a read kernel, and at large M the
-        time is the compute-bound GEMM's; else the memory curve at ``nbytes`` (spec profiles: the peak)."""
-        pts = [p for p in self.profile.curves.matmul if str(p.dtype).lower() == dtype.lower() and p.bytes
-               and p.flops] if self.use_curves else []
-        if not pts:
-            return self.memory_rate(nbytes)
-        m, n, k = max(m, 1.0), max(n, 1.0), max(k, 1.0)
-        fam = matmul_family(pts, m, n, k)
-        bw = interp_log(best_by_x((p.M, p.bytes * p.flops / (2.0 * p.M * p.N * p.K)) for p in fam), m)
+        matmul curve: the bytes per second (A + B + C bytes ÷ the time its FLOP/s imply) measured at that (N, K)
+        (else the nearest measured family), interpolated in M — small-M GEMMs (GEMV kernels, tile quantisation, a
+        CPU BLAS's small-M path) stream weights slower than a read kernel, and at large M the time is the
+        compute-bound GEMM's; else the memory curve at ``nbytes`` (spec profiles: the peak)."""
+        bw = self._matmul_read("stream", dtype, max(m, 1.0), max(n, 1.0), max(k, 1.0)) if self.use_curves else None
         if not bw:
             return self.memory_rate(nbytes)
         self.note(f"weights: streamed at the bandwidth the measured {dtype} matmul curve achieves at the step's "

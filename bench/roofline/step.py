@@ -18,6 +18,8 @@ from ..models import Matmul, ModelSpec
 from .deployment import Deployment
 from .hardware import Hardware, RooflineError
 
+EXPERT_ROW_TERMS = 64  # the most row counts per expert GEMM the step sums (Roofline.expert_rows)
+
 
 @dataclass
 class StepEstimate:
@@ -155,45 +157,69 @@ class Roofline:
         experts = model.moe_layers * model.experts_touched(tokens) * model.expert_params * self.expert_bytes_per_param
         return model.dense_params * self.weight_bytes_per_param / self.dep.tp + experts / self.gpus
 
-    def _per_expert_tokens(self, tokens: float) -> float:
-        """Rows each hit expert multiplies: the batch's tokens × top-k over the experts they hit."""
-        hit = self.model.experts_touched(tokens)
-        return tokens * (self.model.experts_per_token or 1) / hit if hit else 1.0
+    def expert_rows(self, tokens: float) -> list[tuple[float, float]]:
+        """(rows j, expected experts that multiply exactly j rows) for ``tokens`` tokens routed top-k of E.
+
+        A token picks a given expert with probability k/E, independently of the other tokens (the uniform router
+        ``ModelSpec.experts_touched`` assumes), so an expert's rows are Binomial(tokens, k/E); the weights of j >= 1
+        sum to the experts hit and Σ j·w = tokens·k. The expert GEMMs are timed per row count, not at the mean: a
+        GEMM's time is not linear in M (a CPU BLAS's GEMV at M = 1 streams its weight 2-4x faster than its GEMM at
+        M = 2, docs/model.md), and at batch 16 of 128 experts a third of the hit experts get 2 or more rows while
+        the mean is 1.5. When the row counts spread over more than EXPERT_ROW_TERMS values (large batches, where the
+        measured curve is smooth at that scale), the mean rows per hit expert stands for all of them."""
+        model = self.model
+        hit = model.experts_touched(tokens)
+        k, e = float(model.experts_per_token or 1), float(model.routed_experts or 1)
+        if not hit:
+            return []
+        p = min(1.0, k / e)
+        mean, sd = tokens * p, math.sqrt(tokens * p * (1.0 - p))
+        if p >= 1.0 or tokens != int(tokens) or mean + 8.0 * sd > EXPERT_ROW_TERMS:
+            return [(tokens * k / hit, hit)]
+        out, pj = [], (1.0 - p) ** tokens  # P(0 rows)
+        for j in range(1, int(tokens) + 1):
+            pj *= (tokens - j + 1) / j * p / (1.0 - p)
+            if pj * e > 1e-12:
+                out.append((float(j), e * pj))
+            elif j > mean:
+                break
+        return out
 
     def matmul_time_s(self, tokens: float, per_group_tokens: float) -> float:
         """Per-GPU compute time of the weight matmuls for ``tokens`` tokens in the replica: each GEMM's FLOPs
         (2·M·N·K) at the FLOP/s the measured curve gives its own (M, N, K) (``Hardware.matmul_rate``); the dense
-        GEMMs at M = the group's tokens, the experts at M = tokens per hit expert."""
+        GEMMs at M = the group's tokens, the experts at each row count an expert gets (``expert_rows``)."""
         model = self.model
         t = 0.0
-        per_expert = self._per_expert_tokens(tokens) if model.is_moe else 1.0
+        rows = self.expert_rows(tokens) if model.is_moe else []
         for mm, n_local, k_local in self.gemms:
             if mm.part == "dense":
                 flops = 2.0 * tokens * mm.n * mm.k * mm.count / self.gpus
                 t += flops / self.hw.matmul_rate(self.dense_dtype, per_group_tokens, n_local, k_local)
             else:
-                flops = 2.0 * tokens * (model.experts_per_token or 0) * mm.n * mm.k * mm.count / self.gpus
-                t += flops / self.hw.matmul_rate(self.expert_dtype, per_expert, n_local, k_local)
+                for j, experts in rows:
+                    flops = 2.0 * j * experts * mm.n * mm.k * mm.count / self.gpus
+                    t += flops / self.hw.matmul_rate(self.expert_dtype, j, n_local, k_local)
         return t
 
     def weight_time_s(self, tokens: float, per_group_tokens: float) -> float:
         """Per-GPU time streaming the weights ``tokens`` tokens touch, GEMM by GEMM: each weight's bytes at the rate
         its GEMM reaches at its own (M, N, K) (``Hardware.weight_stream_rate``: a small GEMM streams slower than a
         big one, and both slower than a read kernel) — dense weights at M = the group's tokens, the experts hit at
-        M = tokens per expert; without a measured matmul curve every weight streams at the memory rate at the
-        bytes in play."""
+        each row count an expert gets (``expert_rows``); without a measured matmul curve every weight streams at
+        the memory rate at the bytes in play."""
         model, hw = self.model, self.hw
         total = self.weight_bytes_per_gpu(tokens)
-        hit = model.experts_touched(tokens)
-        per_expert = self._per_expert_tokens(tokens) if model.is_moe else 1.0
+        rows = self.expert_rows(tokens) if model.is_moe else []
         t = 0.0
         for mm, n_local, k_local in self.gemms:
             if mm.part == "dense":
                 nbytes = mm.n * mm.k * mm.count * self.weight_bytes_per_param / self.dep.tp
                 t += nbytes / hw.weight_stream_rate(self.dense_dtype, per_group_tokens, n_local, k_local, total)
-            elif hit:
-                nbytes = mm.n * mm.k * mm.count * hit * self.expert_bytes_per_param / self.gpus
-                t += nbytes / hw.weight_stream_rate(self.expert_dtype, per_expert, n_local, k_local, total)
+            else:
+                for j, experts in rows:
+                    nbytes = mm.n * mm.k * mm.count * experts * self.expert_bytes_per_param / self.gpus
+                    t += nbytes / hw.weight_stream_rate(self.expert_dtype, j, n_local, k_local, total)
         return t
 
     def comm_times_s(self, tokens: float) -> tuple[float, float]:

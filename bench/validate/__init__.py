@@ -5,8 +5,9 @@ KV cache, checks each decode step against float64, times it, and compares it wit
 of the same reduced model from this device's measured profile and from the card's spec sheet. The method is in
 docs/validate.md. Modules: ``plan`` (models, grid, memory), ``transformer`` (the model and its step), ``check``
 (the float64 reference and the check), ``point`` (one point checked and timed), ``profiling`` (GPU kernel counts
-and times), ``probe`` (memory-bandwidth drift), ``prediction`` (the roofline prediction and its profiles),
-``results`` (rows, summary, validation.json) and ``driver`` (the run).
+and times), ``probe`` (the memory-read probe), ``prediction`` (the roofline prediction and its profiles),
+``rates`` (CPU: the rates a prediction reads, re-measured beside its step), ``results`` (rows, summary,
+validation.json) and ``driver`` (the run).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .plan import (
     point_bytes,
     point_order,
     reduced_model,
+    sweep_models,
     weights_bytes,
 )
 from .point import PointResult, measure_point
@@ -35,18 +37,21 @@ from .prediction import (
     measure_profile,
     predict,
     spec_profile_for,
+    sweep_coverage,
 )
-from .probe import DRIFT_LIMIT, ConditionsProbe, drifted
+from .probe import DRIFT_LIMIT, ConditionsProbe, drifted, read_point
 from .profiling import KernelProfile, count_kernels, profile_kernels
-from .results import Result, Row, make_row, rel_error, summarize
+from .rates import Interleaver, PointRates, refreshed
+from .results import Result, Row, make_row, rel_error, summarize, unsteady
 from .transformer import DecodeState, StepOutput, Transformer, grouped_mm_available, step_dtype, supported
 
 __all__ = [
     "ATTENTION_IMPL", "BUDGET_RESERVE_S", "DEFAULT_BATCHES", "DEFAULT_CONTEXTS", "DEFAULT_LAYERS", "DEFAULT_MODELS",
     "DRIFT_LIMIT", "MEMORY_FRACTION", "NEEDED_BENCHMARKS", "TOLERANCE", "ConditionsProbe", "DecodeState",
-    "KernelProfile", "PointResult", "Predictor", "Reference", "Result", "Row", "StepOutput", "Transformer",
-    "ValidateError", "check_step", "count_kernels", "deployment", "drifted", "grouped_mm_available",
-    "load_measured", "make_row", "measure_point", "measure_profile", "parse_models", "point_bytes", "point_order",
-    "predict", "profile_kernels", "reduced_model", "reference", "rel_error", "spec_profile_for", "step_dtype",
-    "summarize", "supported", "validate", "weights_bytes",
+    "Interleaver", "KernelProfile", "PointRates", "PointResult", "Predictor", "Reference", "Result", "Row",
+    "StepOutput", "Transformer", "ValidateError", "check_step", "count_kernels", "deployment", "drifted",
+    "grouped_mm_available", "load_measured", "make_row", "measure_point", "measure_profile", "parse_models",
+    "point_bytes", "point_order", "predict", "profile_kernels", "read_point", "reduced_model", "reference",
+    "refreshed", "rel_error", "spec_profile_for", "step_dtype", "summarize", "supported", "sweep_coverage",
+    "sweep_models", "unsteady", "validate", "weights_bytes",
 ]

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .. import profile as prof
 from ..models import ModelSpec
 from ..registry import RunContext
+from ..roofline import StepEstimate
 from ..target import Target
-from . import point, transformer
+from . import point, rates, transformer
 from .check import REFERENCE_SCRATCH_BYTES
 from .plan import (
     DEFAULT_BATCHES,
@@ -29,9 +32,9 @@ from .plan import (
     reduced_model,
     weights_bytes,
 )
-from .prediction import NO_CPU_SPEC, Predictor
-from .probe import ConditionsProbe, drifted
-from .results import Result, Row, make_row, summarize
+from .prediction import NO_CPU_SPEC, Predictor, sweep_coverage
+from .probe import DRIFT_LIMIT, ConditionsProbe
+from .results import Result, Row, make_row, summarize, unsteady
 
 BUDGET_RESERVE_S = 3.0  # of --budget, kept for writing the result
 
@@ -66,14 +69,20 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: prof.Prof
     if spec is None and not spec_note:
         spec_note = NO_CPU_SPEC if not target.is_cuda else "no spec sheet given: only the measured-profile prediction"
     all_notes = list(notes) + ([spec_note] if spec_note else [])
-    probe = ConditionsProbe(ctx) if not target.is_cuda else None
+    load_start, cpu_start = _load_average(), _cpu_seconds()
+    probe = ConditionsProbe(ctx, merged) if not target.is_cuda else None
     if probe is not None:
-        all_notes.append(probe.compare_with(merged))
+        all_notes.append(probe.compare_with())
+    grid = sorted(order)
+    coverage = sweep_coverage(merged, models, dtype, grid, on_gpu=target.is_cuda)
     memory = _Memory(budget=MEMORY_FRACTION * target.memory_bytes if target.memory_bytes else math.inf,
                      scratch=REFERENCE_SCRATCH_BYTES[backend], margin=GPU_MARGIN_BYTES if target.is_cuda else 0)
     run = _Run(target=target, ctx=ctx, dtype=dtype, models=list(models),
                reduced=[reduced_model(base, min(n_layers, base.layers)) for base in models], order=order,
                predictor=predictor, probe=probe, memory=memory, notes=all_notes, clock=clock, t_start=t_start,
+               interleave=rates.Interleaver(ctx, merged, probe) if probe is not None else None,
+               conditions={"cpus": os.cpu_count(), "load_average_start": load_start, "sweep": coverage},
+               cpu_start=cpu_start,
                deadline=t_start + budget_s - BUDGET_RESERVE_S if budget_s is not None else None,
                profile_label=profile_label, spec_label=(spec.card or spec.name) if spec is not None else None,
                on_point=on_point, checkpoint=checkpoint)
@@ -85,6 +94,39 @@ def validate(target: Target, models: Sequence[ModelSpec], *, measured: prof.Prof
         for model in run.reduced:
             run.skip_rest(model, f"{run.stopped}: not measured")
     return run.result(complete=run.stopped is None)
+
+
+def _load_average() -> list[float] | None:
+    """The system's 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU-seconds every process has used, CPU-seconds this process and its children have used) so far (Linux's
+    /proc/stat: user, nice, system, irq, softirq and steal time; None elsewhere)."""
+    try:
+        import resource
+
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        busy = (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
+        mine = sum(getattr(resource.getrusage(w), k) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for k in ("ru_utime", "ru_stime"))
+    except (OSError, ValueError, ImportError, AttributeError):
+        return None
+    return busy, mine
+
+
+def _others_share(start: tuple[float, float] | None, wall_s: float) -> float | None:
+    """The share of the CPUs other processes used since ``start`` (``_cpu_seconds``), over ``wall_s``: 0 on a quiet
+    machine. Our own work does not count (the load average does count it)."""
+    now = _cpu_seconds()
+    if start is None or now is None or wall_s <= 0:
+        return None
+    return max(0.0, ((now[0] - start[0]) - (now[1] - start[1])) / (wall_s * (os.cpu_count() or 1)))
 
 
 @dataclass
@@ -118,6 +160,9 @@ class _Run:
     spec_label: str | None
     on_point: Callable[[Row], None] | None
     checkpoint: Callable[[Result], None] | None
+    interleave: rates.Interleaver | None = None  # CPU: the rates a prediction reads, re-measured beside each step
+    conditions: dict[str, Any] = field(default_factory=dict)
+    cpu_start: tuple[float, float] | None = None  # _cpu_seconds() when the run began
     rows: list[Row] = field(default_factory=list)
     done: set[tuple[str, int, int]] = field(default_factory=set)
     stopped: str | None = None
@@ -133,7 +178,25 @@ class _Run:
                      prediction_notes=self.predictor.notes, complete=complete, stopped=self.stopped,
                      elapsed_s=self.clock() - self.t_start)
         res.summary = summarize(ordered)
+        res.conditions = self._conditions(ordered)
         return res
+
+    def _conditions(self, rows: list[Row]) -> dict[str, Any]:
+        """How quiet the machine was (load average, the probe over the run, the steps' spread, unsteady points) and
+        what the profile's sweep covers of this run (prediction.sweep_coverage)."""
+        cond = {**self.conditions, "load_average_end": _load_average(),
+                "others_cpu_share": _others_share(self.cpu_start, self.clock() - self.t_start)}
+        ok = [r for r in rows if r.status == "ok" and r.measured_p10_s]
+        spreads = [r.measured_p90_s / r.measured_p10_s for r in ok if r.measured_p90_s and r.measured_p10_s]
+        cond["step_spread_median"] = statistics.median(spreads) if spreads else None
+        cond["unsteady"] = sum(unsteady(r) for r in ok)
+        cond["measured"] = len(ok)
+        if self.probe is not None:
+            p = self.probe
+            cond.update(probe_bytes=p.nbytes, probe_start_Bps=p.start_Bps, probe_min_Bps=min(p.readings),
+                        probe_max_Bps=max(p.readings),
+                        profile_read_Bps=p.point.bandwidth_Bps if p.point is not None else None)
+        return cond
 
     def add(self, row: Row, counts: bool = True) -> None:
         """Record a row; ``counts``: a point that ran (the caller's on_point hears of it)."""
@@ -180,6 +243,8 @@ class _Run:
             self.notes.append(f"{model.name}: experts " + ("through torch._grouped_mm (one grouped GEMM per "
                                                            "projection)" if net.grouped else
                                                            "one GEMM per hit expert (no torch._grouped_mm)"))
+        if self.interleave is not None:
+            self.interleave.bind(net)
         static_free = mem.budget - net.weight_bytes - mem.scratch
         took: list[float] = []
         for b, c in self.order:
@@ -194,13 +259,14 @@ class _Run:
             row.wall_s = self.clock() - t0
             if row.status == "ok":
                 took.append(row.wall_s)
-            if self.probe is not None and row.status == "ok":
-                row.drift = self.probe.drift()
-                if drifted(row.drift):
-                    self.notes.append(f"memory bandwidth moved {row.drift:+.0%} while measuring some points (other "
-                                      "load on this machine?): their errors say more about the load than the model")
+            if unsteady(row):
+                self.notes.append("the machine moved while some points ran (their rates moved beyond "
+                                  f"{DRIFT_LIMIT:.0%} or their steps' repetitions spread: other load on this "
+                                  "machine?): their errors say more about the load than the model")
             self.add(row)
             gc.collect()
+        if self.interleave is not None:
+            self.interleave.bind(None)
         del net
         self._release()
 
@@ -240,9 +306,14 @@ class _Run:
                             kernels_census=census)
         oom_error = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
         failure = None
+        session = None
+        if self.interleave is not None:  # the curve points this point's prediction reads, re-measured beside it
+            session = self.interleave.session(self.interleave.reads(
+                lambda hw: self.predictor.with_hardware(hw, model, batch, context)))
         try:
             pr = point.measure_point(self.ctx, net, batch, context,
-                                     self.ctx.seed_for({"model": model.name, "batch": batch, "context": context}))
+                                     self.ctx.seed_for({"model": model.name, "batch": batch, "context": context}),
+                                     **({"around": (session.before, session.after)} if session is not None else {}))
         except Exception as e:  # one bad point must not lose the table (e.g. out of memory at a large cache)
             oom = isinstance(e, (MemoryError, oom_error)) or "out of memory" in str(e).lower()
             failure = ("skipped" if oom else "failed",
@@ -255,8 +326,22 @@ class _Run:
                             reason=failure[1], kernels_census=census)
         self.notes.extend(pr.notes)
         pred, spec_pred = self.predictor.point(model, batch, context, graphs=pr.graphs, kernels=pr.kernels)
+        profile_pred, extra = None, {}
+        if session is not None and session.complete:
+            profile_pred = pred
+
+            def at(which: str) -> StepEstimate:
+                assert session is not None
+                return self.predictor.with_profile(session.profile(which), model, batch, context,
+                                                   graphs=pr.graphs, kernels=pr.kernels)
+
+            pred, before, after = at("mean"), at("before"), at("after")
+            extra = {"drift": session.drift, "rates_drift": after.step_time_s / before.step_time_s - 1.0,
+                     "probe_Bps": session.probe[0], "rates_remeasured": len(session.reads) - session.kept,
+                     "rates_kept": session.kept}
         kt = pr.kernel_times or {}
         return make_row(model.name, model.layers, batch, context, measured=pr.timing, pred=pred, spec=spec_pred,
+                        profile_pred=profile_pred, **extra,
                         status=pr.status, reason=pr.reason, graphs=pr.graphs,
                         moe_path=("grouped_mm" if net.grouped else "per-expert loop") if model.is_moe else None,
                         check_rel_err=pr.check_rel_err, check_tol=pr.check_tol, profiled_kernels_s=kt.get("kernels"),

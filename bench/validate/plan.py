@@ -3,7 +3,8 @@ order they run, and the memory each needs against what the device has (docs/vali
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import dtypes, models
 from ..models import ModelSpec
@@ -59,6 +60,16 @@ def parse_models(text: str | None) -> list[ModelSpec]:
             raise ValidateError(why)
         out.append(m)
     return out
+
+
+def sweep_models(options: Mapping[str, Any]) -> list[ModelSpec]:
+    """The models whose weight GEMMs (gemm benchmark) and attention heads (decode benchmark) a run measures at the
+    shapes this validation reads: the run's ``models`` option (ModelSpec fields, as ``rooflab run --model``
+    stores them), else DEFAULT_MODELS."""
+    given = options.get("models")
+    if given:
+        return [ModelSpec.model_validate(d) for d in given]
+    return [models.resolve(n) for n in DEFAULT_MODELS]
 
 
 def point_order(batches: Sequence[int], contexts: Sequence[int]) -> list[tuple[int, int]]:

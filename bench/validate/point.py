@@ -28,8 +28,12 @@ class PointResult:
     notes: list[str] = field(default_factory=list)
 
 
-def measure_point(ctx: RunContext, net: Transformer, batch: int, context: int, seed: int) -> PointResult:
-    """Build the point's cache, check the step against float64, then time it (a CUDA graph replay on GPU)."""
+def measure_point(ctx: RunContext, net: Transformer, batch: int, context: int, seed: int,
+                  around: tuple[Callable[[DecodeState], object], Callable[[DecodeState], object]] | None = None
+                  ) -> PointResult:
+    """Build the point's cache, check the step against float64, then time it (a CUDA graph replay on GPU).
+    ``around``: called with the point's state right before and right after the timing (the CPU's interleaved
+    re-measurement of the rates the prediction reads, bench/validate/rates.py)."""
     t = ctx.target
     on_gpu = t.is_cuda
     gen = checks.generator(t.torch_device, seed)
@@ -62,7 +66,11 @@ def measure_point(ctx: RunContext, net: Transformer, batch: int, context: int, s
             fn, res.graphs = graph.replay, True
     del ref
     flush = L2Flusher(t) if on_gpu else None
+    if around is not None:
+        around[0](st)
     res.timing = ctx.time(fn, before_each=flush, warmup=1)  # warmed up above (check, capture)
+    if around is not None:
+        around[1](st)
     return res
 
 

@@ -2,8 +2,8 @@
 spec sheet, and where those two profiles come from."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -47,12 +47,14 @@ Predictions: TypeAlias = "tuple[roofline.StepEstimate, roofline.StepEstimate | N
 @dataclass
 class Predictor:
     """The two predictions of a point in the step's ``dtype``: from the measured profile (``hw``: its curves) and
-    from a spec sheet (``hw_spec``: peaks; None without one); ``on_gpu``: the step runs on a GPU."""
+    from a spec sheet (``hw_spec``: peaks; None without one); ``on_gpu``: the step runs on a GPU. ``with_profile``
+    predicts from the same profile with re-measured points (bench/validate/rates.py)."""
 
     hw: roofline.Hardware
     hw_spec: roofline.Hardware | None
     dtype: str
     on_gpu: bool
+    more_notes: list[str] = field(default_factory=list)  # what the predictions from re-measured profiles said
 
     @classmethod
     def from_profiles(cls, measured: prof.Profile, label: str, spec: prof.Profile | None, dtype: str,
@@ -69,19 +71,68 @@ class Predictor:
     @property
     def notes(self) -> list[str]:
         """What the model says about its inputs (the spec sheet's notes prefixed ``spec:``)."""
-        return list(self.hw.notes) + ([f"spec: {n}" for n in self.hw_spec.notes] if self.hw_spec is not None else [])
+        return list(dict.fromkeys(list(self.hw.notes) + self.more_notes)) + (
+            [f"spec: {n}" for n in self.hw_spec.notes] if self.hw_spec is not None else [])
+
+    def _deployment(self, graphs: bool, kernels: int | None) -> roofline.Deployment:
+        return deployment(self.dtype, graphs, kernels, attention_impl=ATTENTION_IMPL["cuda" if self.on_gpu else "cpu"])
 
     def point(self, model: ModelSpec, batch: int, context: int, *, graphs: bool,
               kernels: int | None = None) -> Predictions:
         """Both predictions of one point; ``graphs``: the step replays from a CUDA graph; ``kernels``: the kernels
         it launches, when counted."""
         try:
-            dep = deployment(self.dtype, graphs, kernels,
-                             attention_impl=ATTENTION_IMPL["cuda" if self.on_gpu else "cpu"])
+            dep = self._deployment(graphs, kernels)
             return (predict(self.hw, model, dep, batch, context),
                     predict(self.hw_spec, model, dep, batch, context) if self.hw_spec is not None else None)
         except roofline.RooflineError as e:
             raise ValidateError(str(e)) from None
+
+    def with_hardware(self, hw: roofline.Hardware, model: ModelSpec, batch: int, context: int, *,
+                      graphs: bool = False, kernels: int | None = None) -> roofline.StepEstimate:
+        """The measured-profile prediction of one point from ``hw`` (e.g. a tracing Hardware of the profile)."""
+        try:
+            return predict(hw, model, self._deployment(graphs, kernels), batch, context)
+        except roofline.RooflineError as e:
+            raise ValidateError(str(e)) from None
+
+    def with_profile(self, profile: prof.Profile, model: ModelSpec, batch: int, context: int, *,
+                     graphs: bool = False, kernels: int | None = None) -> roofline.StepEstimate:
+        """The measured-profile prediction of one point from ``profile`` (the profile with re-measured points)."""
+        try:
+            hw = roofline.Hardware(profile, use_curves=True, label=self.hw.label)
+        except roofline.RooflineError as e:
+            raise ValidateError(str(e)) from None
+        est = self.with_hardware(hw, model, batch, context, graphs=graphs, kernels=kernels)
+        self.more_notes += [n for n in hw.notes if n not in self.more_notes]
+        return est
+
+
+def sweep_coverage(profile: prof.Profile, models: Sequence[ModelSpec], dtype: str,
+                   grid: Sequence[tuple[int, int]], on_gpu: bool) -> dict[str, Any]:
+    """What the profile's sweep covers of a run, so a claim can say what it rests on: the weight GEMM shapes of
+    ``models`` measured in the step's ``dtype`` (and the M they were measured at), the decode points of the grid
+    measured with the kernel the step runs, and the models whose shapes the gemm sweep was given."""
+    mm = [p for p in profile.curves.matmul if p.dtype == dtype]
+    have = {(p.N, p.K) for p in mm}
+    needed: set[tuple[int, int]] = set()
+    missing: list[str] = []
+    for m in models:
+        for g in m.matmuls():
+            if (g.n, g.k) not in needed:
+                needed.add((g.n, g.k))
+                if (g.n, g.k) not in have:
+                    missing.append(f"{m.name} {g.name} (N={g.n}, K={g.k})")
+    ms = sorted({p.M for p in mm if (p.N, p.K) in needed and p.family == "llm"})
+    impl, _, layout = ATTENTION_IMPL["cuda" if on_gpu else "cpu"].partition("/")
+    dec = {(p.q_heads, p.kv_heads, p.head_dim, p.batch, p.context) for p in profile.curves.decode
+           if p.impl == impl and p.layout == layout and p.dtype == dtype}
+    dmissing = [f"{m.name} batch {b} context {c}" for m in models for b, c in grid
+                if (m.heads, m.kv_heads, m.head_dim, b, c) not in dec]
+    swept = sorted({n.rsplit(" ", 1)[0] for s in profile.curves.matmul_shapes for n in s.layers})
+    return {"dtype": dtype, "matmul_shapes": len(needed), "matmul_missing": missing,
+            "matmul_M": [ms[0], ms[-1]] if ms else None, "decode_points": len(models) * len(grid),
+            "decode_missing": dmissing, "swept_models": swept}
 
 
 # ---------------------------------------------------------------------------------------------- profiles

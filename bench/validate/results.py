@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..roofline import StepEstimate
-from ..timing import Timing
+from ..timing import NOISY_SPREAD, Timing
 from .probe import drifted
 
 
@@ -52,9 +52,18 @@ class Row:
     flops: float | None = None
     kernels_per_step: int | None = None  # what the overhead term multiplies: counted on GPU, else the census
     kernels_census: int | None = None  # the model's census of kernels per step (ModelSpec.decode_kernels)
-    # CPU: the memory bandwidth a probe sees after the point, relative to the one at the start of the validation
-    # (other processes share the CPU and its memory: a step measured under other load is flagged, not corrected)
+    # CPU (bench/validate/rates.py): the prediction is made from the rates it reads re-measured just before and
+    # just after the step; ``profile_*`` is the prediction from the profile as it was measured before the run.
+    # ``drift``: the memory-read probe after the point relative to before it; ``rates_drift``: the prediction from
+    # the rates measured after the step relative to the one from those measured before. Other processes share
+    # the CPU and its memory: an ``unsteady`` point is flagged, never corrected.
+    profile_predicted_s: float | None = None
+    profile_error: float | None = None
     drift: float | None = None
+    rates_drift: float | None = None
+    probe_Bps: float | None = None  # the memory-read probe just before the point
+    rates_remeasured: int | None = None  # curve points the prediction reads that were re-measured beside the step
+    rates_kept: int | None = None  # curve points it reads that kept the profile's value (not this step's shapes)
     # the model's parts of its prediction (measured profile): weight GEMMs' compute and weight streaming, attention
     # compute and KV read, so a point's error can be traced to the term that made it
     matmul_compute_s: float | None = None
@@ -81,10 +90,12 @@ def rel_error(predicted: float | None, measured: float | None) -> float | None:
 
 
 def make_row(model: str, layers: int, batch: int, context: int, *, measured: Timing | None = None,
-             pred: StepEstimate | None = None, spec: StepEstimate | None = None, status: str = "ok",
-             reason: str = "", **extra: Any) -> Row:
-    """A table row from a measured timing (None when the point failed or was skipped) and the two predictions
-    (``StepEstimate`` of the reduced model; None when there is none, e.g. no spec for a CPU)."""
+             pred: StepEstimate | None = None, spec: StepEstimate | None = None,
+             profile_pred: StepEstimate | None = None, status: str = "ok", reason: str = "", **extra: Any) -> Row:
+    """A table row from a measured timing (None when the point failed or was skipped) and the predictions
+    (``StepEstimate`` of the reduced model; None when there is none, e.g. no spec for a CPU): ``pred`` from the
+    measured profile (CPU: with the rates it reads re-measured beside the step), ``profile_pred`` from the profile
+    as measured before the run when that differs."""
     row = Row(model=model, layers=layers, batch=batch, context=context, status=status, reason=reason, **extra)
     if measured is not None and status == "ok":
         row.measured_s, row.measured_p10_s, row.measured_p90_s = measured.median_s, measured.p10_s, measured.p90_s
@@ -106,7 +117,22 @@ def make_row(model: str, layers: int, batch: int, context: int, *, measured: Tim
     if spec is not None:
         row.spec_predicted_s, row.spec_bound = spec.step_time_s, spec.bound
         row.spec_error = rel_error(spec.step_time_s, row.measured_s)
+    if profile_pred is not None:
+        row.profile_predicted_s = profile_pred.step_time_s
+        row.profile_error = rel_error(profile_pred.step_time_s, row.measured_s)
     return row
+
+
+def unsteady(row: Row) -> bool:
+    """A point measured while the machine moved (CPU, interleaved): the rates its prediction reads moved beyond
+    DRIFT_LIMIT between before and after its step, or the step's own repetitions spread beyond NOISY_SPREAD
+    (bench.timing's noisy point). The probe's ``drift`` is reported beside it and not counted: a 0.1 s read of the
+    probe's buffer swings by 30-50% between two reads seconds apart on a shared machine while the rates of the same
+    point stay within 5% (docs/validate.md, "Interleaving"), and the rates are what the prediction is made of."""
+    if row.rates_drift is None:
+        return False
+    spread = (row.measured_p90_s / row.measured_p10_s if row.measured_p10_s and row.measured_p90_s else 1.0)
+    return drifted(row.rates_drift) or spread > NOISY_SPREAD
 
 
 def median_abs(values: Iterable[float | None]) -> float | None:
@@ -135,8 +161,12 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
             "max_abs_spec_error": max((abs(r.spec_error) for r in ok if r.spec_error is not None), default=None),
             "bounds": {b: sum(r.bound == b for r in ok) for b in sorted({r.bound for r in ok if r.bound})},
         }
-        if any(r.drift is not None for r in ok):  # CPU: points measured while the machine's load changed
-            steady = [r for r in ok if r.drift is not None and not drifted(r.drift)]
+        if any(r.profile_error is not None for r in ok):  # CPU: the profile as measured before the run
+            out["median_abs_profile_error"] = median_abs(r.profile_error for r in ok)
+            out["max_abs_profile_error"] = max((abs(r.profile_error) for r in ok if r.profile_error is not None),
+                                               default=None)
+        if any(r.rates_drift is not None for r in ok):  # CPU: did the machine hold still?
+            steady = [r for r in ok if not unsteady(r)]
             out["unsteady"] = len(ok) - len(steady)
             out["median_abs_error_steady"] = median_abs(r.error for r in steady)
         return out
@@ -162,6 +192,9 @@ class Result:
     complete: bool = True  # False in the checkpoints written while it runs, and when it was stopped
     stopped: str | None = None  # why it stopped early ("interrupted (SIGTERM)", ...), None when it ran through
     elapsed_s: float | None = None
+    # what a claim about the model's error rests on: how quiet the machine was (load average, the memory-read probe
+    # over the run, unsteady points) and what the profile's sweep covers of this run's shapes (driver.conditions)
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
