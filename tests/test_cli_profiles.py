@@ -3,23 +3,10 @@ one-line errors with exit 2."""
 import json
 
 import pytest
+from _cli import one_line_error, rooflab
 from _pins import at_pinned_version
 
-from bench import cli
 from bench import profile as prof
-
-
-def rooflab(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def one_line_error(code, err, needle):
-    assert code == 2, err
-    assert needle in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_profile_list_json(capsys):

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from _cli import rooflab
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bench import cli, runner
 from bench import profile as prof
+from bench import runner
 from bench.profile import build as profile_build
 from bench.runner import outdir
 
@@ -53,21 +54,13 @@ def sandbox(tmp_path, monkeypatch, cpu_target):
     return calls
 
 
-def _main(argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=ARGV)
 @example(argv=["run", "--budget", "nan"])
 @example(argv=["run", "--resume", "run1", "--json"])
 @example(argv=["run", "--seed", "99999999999999999999999"])
 def test_any_arguments_exit_0_or_2_with_one_line(sandbox, capsys, argv):
-    code, _out, err = _main(argv, capsys)
+    code, _out, err = rooflab(capsys, *argv)
     assert code in (0, 2), (argv, code, err)
     assert "Traceback" not in err and "internal error" not in err
     if code:
@@ -98,7 +91,7 @@ def test_any_arguments_exit_0_or_2_with_one_line(sandbox, capsys, argv):
     (["run", "--device", "cuda"], "CUDA"),
 ])
 def test_malformed_run_arguments(sandbox, capsys, argv, needle):
-    code, _, err = _main(argv, capsys)
+    code, _, err = rooflab(capsys, *argv)
     assert code == 2, err
     (line,) = err.strip().splitlines()
     assert needle in line and line.startswith("rooflab: error: ")
@@ -106,11 +99,11 @@ def test_malformed_run_arguments(sandbox, capsys, argv, needle):
 
 
 def test_non_empty_out_needs_force_and_resume_keeps_the_settings(sandbox, capsys, tmp_path):
-    code, _, err = _main(["run", "--out", "run1"], capsys)
+    code, _, err = rooflab(capsys, "run", "--out", "run1")
     assert code == 2 and "not empty" in err and "--force" in err
-    code, out, _ = _main(["run", "--resume", "run1", "--json"], capsys)
+    code, out, _ = rooflab(capsys, "run", "--resume", "run1", "--json")
     assert code == 0 and json.loads(out)["kind"] == "measured"
     selection, kw = sandbox[-1]
     assert selection == ["hbm"] and kw["resume"] is True and kw["seed"] == 0 and kw["quick"] is True
-    code, _, _ = _main(["run", "--out", "run1", "--force", "--only", "hbm", "--budget", "60", "--json"], capsys)
+    code, _, _ = rooflab(capsys, "run", "--out", "run1", "--force", "--only", "hbm", "--budget", "60", "--json")
     assert code == 0 and sandbox[-1][1]["budget_s"] == 60.0 and sandbox[-1][1]["force"] is True

@@ -3,8 +3,9 @@ spec number by number, name resolution, and the cited fixed-cost defaults the mo
 import json
 
 import pytest
+from _cli import rooflab
 
-from bench import cli, models, roofline
+from bench import models, roofline
 from bench import profile as prof
 
 REQUIRED = {"h100-sxm", "h200", "b200", "a100-80gb-sxm", "mi300x", "mi325x"}
@@ -18,13 +19,6 @@ def _write(tmp_path, data, name="p.json"):
     f = tmp_path / name
     f.write_text(json.dumps(data))
     return f
-
-
-def rooflab(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def one_line_exit_2(capsys, needle, *args):

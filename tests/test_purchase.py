@@ -6,27 +6,15 @@ import struct
 
 import pytest
 from _browser import find_chromium, load_page
+from _cli import one_line_error, rooflab
 
-from bench import cli, models, roofline, serving
+from bench import models, roofline, serving
 from bench import profile as prof
 from bench.serving import buyer
 from bench.serving.predict import predict
 
 CARDS = ["h100-sxm", "h200", "b200", "mi300x"]
 ARGS = ["--model", "llama-3.1-70b", "--weight-dtype", "fp8", "--context", "1024", "--target-tokens-per-user", "5"]
-
-
-def rooflab(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def one_line_error(code, err, needle):
-    assert code == 2, err
-    assert needle in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_source_kinds():

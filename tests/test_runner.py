@@ -10,6 +10,7 @@ import threading
 
 import _fakebench as F
 import pytest
+from _cli import rooflab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -324,16 +325,6 @@ def test_real_benchmarks_declare_their_oom_series(cpu_target):
 
 # -- the --model option: stored with the run's settings ------------------------------------------------------
 
-def _cli(argv, capsys):
-    from bench import cli
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 def test_the_model_option_is_a_run_setting_a_resume_keeps(tmp_path, monkeypatch, capsys, cpu_target):
     from pathlib import Path
 
@@ -356,16 +347,16 @@ def test_the_model_option_is_a_run_setting_a_resume_keeps(tmp_path, monkeypatch,
 
     monkeypatch.setattr(runner, "run", fake_run)
     out = tmp_path / "o"
-    code, _, err = _cli(["run", "--device", "cpu", "--only", "gemm", "--model", "qwen3-30b-a3b", "--out", str(out),
-                         "--json"], capsys)
+    code, _, err = rooflab(capsys, "run", "--device", "cpu", "--only", "gemm", "--model", "qwen3-30b-a3b", "--out", out,
+                           "--json")
     assert code == 0, err
     stored = calls[-1]["options"]["models"]
     assert [m["name"] for m in stored] == ["qwen3-30b-a3b"]
     assert models.ModelSpec.model_validate(stored[0]) == models.resolve("qwen3-30b-a3b")  # the fields, not a name
     assert runner.load_settings(out).options["models"] == stored
-    code, _, err = _cli(["run", "--resume", str(out), "--json"], capsys)
+    code, _, err = rooflab(capsys, "run", "--resume", out, "--json")
     assert code == 0 and calls[-1]["options"]["models"] == stored  # a resume measures the same shapes
-    code, _, err = _cli(["run", "--resume", str(out), "--model", "llama-3.1-8b"], capsys)
+    code, _, err = rooflab(capsys, "run", "--resume", out, "--model", "llama-3.1-8b")
     assert code == 2 and "drop --model (it was started with qwen3-30b-a3b)" in err
     assert len(err.strip().splitlines()) == 1
     # the sweeps read it: the gemm benchmark measures that model's shapes only
@@ -377,7 +368,6 @@ def test_the_model_option_is_a_run_setting_a_resume_keeps(tmp_path, monkeypatch,
 @pytest.mark.parametrize("value,needle", [("nope", "unknown model"), (" , ", "at least one model"),
                                           ("missing.json", "missing.json")])
 def test_a_bad_model_option_is_one_line_exit_2(tmp_path, capsys, value, needle):
-    code, _, err = _cli(["run", "--device", "cpu", "--only", "hbm", "--model", value, "--out", str(tmp_path / "o")],
-                        capsys)
+    code, _, err = rooflab(capsys, "run", "--device", "cpu", "--only", "hbm", "--model", value, "--out", tmp_path / "o")
     assert code == 2 and needle in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

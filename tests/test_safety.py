@@ -20,8 +20,9 @@ from pathlib import Path
 
 import _fakebench as F
 import pytest
+from _cli import one_line_error, rooflab
 
-from bench import cli, distributed, jsonio, models, runner
+from bench import distributed, jsonio, models, runner
 from bench import measurement as meas
 from bench import profile as prof
 from bench.report import build
@@ -36,21 +37,6 @@ def fakes(tmp_path, monkeypatch):
     mods = tmp_path / "mods"
     mods.mkdir()
     return lambda *names: F.install(monkeypatch, mods, *names)
-
-
-def _cli(capsys, *args):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def _one_line(code, err, needle=""):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rooflab: error: "), err
-    assert "internal error" not in err and "Traceback" not in err and needle in lines[0], err
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -190,7 +176,7 @@ def test_2_the_cli_refuses_a_fifo_in_one_line(tmp_path):
     os.mkfifo(fifo)
     r = subprocess.run([sys.executable, "-m", "bench", "profile", "validate", str(fifo)], capture_output=True,
                        text=True, timeout=60)
-    _one_line(r.returncode, r.stderr, "not a regular file")
+    one_line_error(r.returncode, r.stderr, "not a regular file")
 
 
 # -- 3. every read is bounded ----------------------------------------------------------------------------------
@@ -369,7 +355,7 @@ def test_7_a_tampered_run_json_is_refused(tmp_path, capsys, cpu_target, change, 
         runner.load_settings(d)
     assert "\n" not in str(e.value)
     if "selection" in change:  # the command line says so in one line, not "internal error"
-        _one_line(*_cli(capsys, "run", "--resume", d)[::2], needle)
+        one_line_error(*rooflab(capsys, "run", "--resume", d)[::2], needle)
 
 
 # -- 8. workers never import from the current folder ---------------------------------------------------------
@@ -412,11 +398,11 @@ def test_9_markup_and_control_characters_in_data_are_shown_as_text(tmp_path, cap
                                "intermediate_size": 14336, "vocab_size": 128256}))  # a HF config.json
     for args in (["profile", "show", p], ["profile", "validate", p], ["roofline", "--gpu", p, "--model", cfg],
                  ["compare", p, "h200", "--model", cfg]):
-        code, out, err = _cli(capsys, *args)
+        code, out, err = rooflab(capsys, *args)
         assert code == 0, err
         assert "[/oops] [bold]x" in out and "\x1b" not in out and "\u202e" not in out, out
         assert not any(line.endswith("x\\x1b[31mred") for line in out.splitlines())  # the name stays one line
-    code, out, _ = _cli(capsys, "profile", "validate", p)
+    code, out, _ = rooflab(capsys, "profile", "validate", p)
     assert out.count("\n") == 1 and "\\x1b" in out and "\\n" in out
     # the summary of a resumed run, with a record's reason and impl from the file
     fakes("f_ok")
@@ -427,7 +413,7 @@ def test_9_markup_and_control_characters_in_data_are_shown_as_text(tmp_path, cap
     rec.update(status="failed", reason=NASTY, impl=NASTY, timing=None, bandwidth_Bps=None)
     lines[0] = (json.dumps(rec) + "\n").encode()
     (d / runner.MEASUREMENTS).write_bytes(b"".join(lines))
-    code, out, err = _cli(capsys, "run", "--resume", d)
+    code, out, err = rooflab(capsys, "run", "--resume", d)
     assert code == 0, err
     assert "[/oops] [bold]x" in out and "\x1b" not in out
 
@@ -477,11 +463,11 @@ def test_10_a_profile_at_the_bounds_evaluates(tmp_path, capsys):
         prof.load(p)
         for args in (["roofline", "--gpu", p, "--model", "deepseek-v3", "--json"],
                      ["compare", p, "h200", "--model", "llama-3.1-8b", "--json"]):
-            code, out, err = _cli(capsys, *args)
+            code, out, err = rooflab(capsys, *args)
             if code == 0:
                 json.loads(out)
             else:
-                _one_line(code, err)
+                one_line_error(code, err)
 
 
 # -- 11. a read-only output folder is one line ---------------------------------------------------------------
@@ -510,22 +496,22 @@ def test_11_a_read_only_output_folder_is_one_line(tmp_path, capsys, request):
     d = tmp_path / "ro"
     d.mkdir()
     _read_only(d, request)
-    _one_line(*_cli(capsys, "run", "--device", "cpu", "--only", "overhead", "--out", d)[::2], str(d))
+    one_line_error(*rooflab(capsys, "run", "--device", "cpu", "--only", "overhead", "--out", d)[::2], str(d))
 
 
 # -- 12. the smaller ones ---------------------------------------------------------------------------------------
 
 
 def test_12_compare_plot_into_a_missing_folder_creates_nothing(tmp_path, capsys):
-    code, _, err = _cli(capsys, "compare", "h100-sxm", "h200", "--model", "llama-3.1-8b", "--plot",
+    code, _, err = rooflab(capsys, "compare", "h100-sxm", "h200", "--model", "llama-3.1-8b", "--plot",
                         tmp_path / "nonexistent" / "x.png")
-    _one_line(code, err, "--plot")
+    one_line_error(code, err, "--plot")
     assert not (tmp_path / "nonexistent").exists()
 
 
 @pytest.mark.parametrize("opt", ["--tp", "--ep"])
 def test_12_compare_tp_0_is_refused(capsys, opt):
-    _one_line(*_cli(capsys, "compare", "h100-sxm", "--model", "llama-3.1-8b", opt, "0")[::2], opt)
+    one_line_error(*rooflab(capsys, "compare", "h100-sxm", "--model", "llama-3.1-8b", opt, "0")[::2], opt)
 
 
 def test_12_ranks_are_checked_against_the_cores(capsys, monkeypatch, cpu_target):
@@ -533,7 +519,7 @@ def test_12_ranks_are_checked_against_the_cores(capsys, monkeypatch, cpu_target)
     assert why is not None and "cores" in why
     assert distributed.check_ranks(cpu_target, 2) is None
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("nothing may run"))
-    _one_line(*_cli(capsys, "run", "--device", "cpu", "--only", "a2a", "--ranks", "1000")[::2], "cores")
+    one_line_error(*rooflab(capsys, "run", "--device", "cpu", "--only", "a2a", "--ranks", "1000")[::2], "cores")
 
 
 def test_12_a_measurements_symlink_is_never_followed(tmp_path, fakes, cpu_target):
@@ -601,8 +587,8 @@ def test_12_retry_failed_measures_a_crashed_point_again(tmp_path, fakes, monkeyp
     (crashed,) = [m for m in res.measurements if m.status == "failed"]
     assert crashed.reason.startswith("worker crashed")
     assert runner.run(["f_die_once"], cpu_target, d, resume=True).measurements == res.measurements  # kept
-    _one_line(*_cli(capsys, "run", "--retry-failed", "--out", tmp_path / "x")[::2], "--retry-failed")
-    code, _, err = _cli(capsys, "run", "--resume", d, "--retry-failed", "--json")
+    one_line_error(*rooflab(capsys, "run", "--retry-failed", "--out", tmp_path / "x")[::2], "--retry-failed")
+    code, _, err = rooflab(capsys, "run", "--resume", d, "--retry-failed", "--json")
     assert code == 0, err
     recs = meas.read(d / runner.MEASUREMENTS)
     assert [(m.params["i"], m.status) for m in sorted(recs, key=lambda m: m.params["i"])] == \

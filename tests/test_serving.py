@@ -5,8 +5,9 @@ import json
 import math
 
 import pytest
+from _cli import one_line_error, rooflab
 
-from bench import cli, models, roofline, serving
+from bench import models, roofline, serving
 from bench import profile as prof
 from bench.serving import published as pub
 from bench.serving.predict import assumed_kv, predict
@@ -14,19 +15,6 @@ from bench.serving.rows import deployment_for, spec_profile
 
 ROWS = serving.load()
 RAW = json.loads(serving.default_path().read_text())
-
-
-def rooflab(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def one_line_error(code, err, needle):
-    assert code == 2, err
-    assert needle in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
 
 
 # ---------------------------------------------------------------------------------------------- the data

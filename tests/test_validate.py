@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _cli import rooflab
 
 from bench import models as M
 from bench import profile as P
@@ -483,15 +484,6 @@ def test_predictions_read_the_attention_kernel_the_step_runs():
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
-def rooflab(capsys, *args):
-    from bench import cli
-
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 @pytest.mark.parametrize("args,needle", [
     (["--model", "deepseek-v3"], "MLA"),
     (["--model", "nope"], "unknown model"),
