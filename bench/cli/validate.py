@@ -65,7 +65,7 @@ def validate_cmd(
     """Measure decode steps of a transformer with a model's real layer shapes (random weights, a random KV cache,
     few layers) and compare them with the roofline model's predictions from this device's measured profile and
     from the card's spec sheet: a table per (batch, context) with both relative errors and the bound. On a CPU
-    the rates each prediction reads are measured again just before and after its step; the last lines state the
+    the rates each prediction reads are measured again between the repetitions of its step; the last lines state the
     conditions a claim needs (how quiet the machine was, what the profile's sweep covers).
 
     validation.json is rewritten after every point, so a run that is killed keeps what it measured; Ctrl-C or

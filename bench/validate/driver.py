@@ -313,7 +313,7 @@ class _Run:
         try:
             pr = point.measure_point(self.ctx, net, batch, context,
                                      self.ctx.seed_for({"model": model.name, "batch": batch, "context": context}),
-                                     **({"around": (session.before, session.after)} if session is not None else {}))
+                                     sample=session.sample if session is not None else None)
         except Exception as e:  # one bad point must not lose the table (e.g. out of memory at a large cache)
             oom = isinstance(e, (MemoryError, oom_error)) or "out of memory" in str(e).lower()
             failure = ("skipped" if oom else "failed",
@@ -330,13 +330,16 @@ class _Run:
         if session is not None and session.complete:
             profile_pred = pred
 
-            def at(which: str) -> StepEstimate:
+            def at(which: int | None) -> StepEstimate:
                 assert session is not None
                 return self.predictor.with_profile(session.profile(which), model, batch, context,
                                                    graphs=pr.graphs, kernels=pr.kernels)
 
-            pred, before, after = at("mean"), at("before"), at("after")
-            extra = {"drift": session.drift, "rates_drift": after.step_time_s / before.step_time_s - 1.0,
+            # the prediction from the rates' median over the passes; how far any pass's rates would move it from the
+            # first pass's says whether the machine held still
+            pred, first = at(None), at(0)
+            moves = [at(i).step_time_s / first.step_time_s - 1.0 for i in range(1, len(session.passes))]
+            extra = {"drift": session.drift, "rates_drift": max(moves, key=abs),
                      "probe_Bps": session.probe[0], "rates_remeasured": len(session.reads) - session.kept,
                      "rates_kept": session.kept}
         kt = pr.kernel_times or {}

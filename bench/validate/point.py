@@ -2,6 +2,7 @@
 GPU, its kernels counted by the profiler)."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,12 +29,18 @@ class PointResult:
     notes: list[str] = field(default_factory=list)
 
 
+# Calls of the step's timing (the warm-up is call 0) before which ``sample`` re-measures the rates, and once more
+# after the last: with the usual 1 + 5 calls, A W B A B B A B B A, so that the rates and the step see the same
+# minutes of a shared machine rather than the rates only its edges.
+SAMPLE_BEFORE_CALLS = (0, 2, 4)
+
+
 def measure_point(ctx: RunContext, net: Transformer, batch: int, context: int, seed: int,
-                  around: tuple[Callable[[DecodeState], object], Callable[[DecodeState], object]] | None = None
-                  ) -> PointResult:
+                  sample: Callable[[DecodeState], object] | None = None) -> PointResult:
     """Build the point's cache, check the step against float64, then time it (a CUDA graph replay on GPU).
-    ``around``: called with the point's state right before and right after the timing (the CPU's interleaved
-    re-measurement of the rates the prediction reads, bench/validate/rates.py)."""
+    ``sample``: called with the point's state between the step's repetitions (SAMPLE_BEFORE_CALLS) and after the
+    last, outside the timed calls (the CPU's interleaved re-measurement of the rates the prediction reads,
+    bench/validate/rates.py)."""
     t = ctx.target
     on_gpu = t.is_cuda
     gen = checks.generator(t.torch_device, seed)
@@ -65,12 +72,18 @@ def measure_point(ctx: RunContext, net: Transformer, batch: int, context: int, s
         else:
             fn, res.graphs = graph.replay, True
     del ref
-    flush = L2Flusher(t) if on_gpu else None
-    if around is not None:
-        around[0](st)
-    res.timing = ctx.time(fn, before_each=flush, warmup=1)  # warmed up above (check, capture)
-    if around is not None:
-        around[1](st)
+    before_each: Callable[[], object] | None = L2Flusher(t) if on_gpu else None
+    if sample is not None:
+        calls = itertools.count()
+
+        def between() -> None:
+            if next(calls) in SAMPLE_BEFORE_CALLS:
+                sample(st)
+
+        before_each = between
+    res.timing = ctx.time(fn, before_each=before_each, warmup=1)  # warmed up above (check, capture)
+    if sample is not None:
+        sample(st)
     return res
 
 

@@ -1,18 +1,19 @@
-"""CPU: the rates a point's prediction reads, measured again right beside its step (A, step, A).
+"""CPU: the rates a point's prediction reads, measured again between the repetitions of its step.
 
 A prediction reads a few points of the profile's curves: the matmul points of each weight GEMM's (N, K) at the
 measured M around the step's, the decode-attention point at (batch × KV heads, context), the memory read. On a
 shared CPU those rates move within minutes (other tenants on the memory bus), so a profile measured before the run
 cannot be held against a step measured later. ``Interleaver`` finds the points a prediction reads (the Hardware's
 ``trace``), times each again as its benchmark did (same kernel, shape and dtype, B column-major, inputs rotated past
-the LLC) just before and just after the step is timed, and predicts from the profile with those points' times
-replaced by the mean of the two passes. The memory-read probe brackets both passes. ``rates_drift`` (how far the
-prediction moves between the rates before and after) and ``drift`` (the probe) say whether the machine held still
-while the point ran. docs/validate.md, "Interleaving".
+the LLC) before the step's timing, between its repetitions and after it, and predicts from the profile with those
+points' times replaced by their median over the passes. The memory-read probe runs with every pass.
+``rates_drift`` (the largest move of the prediction from the first pass's rates) and ``drift`` (the probe, last
+against first) say whether the machine held still while the point ran. docs/validate.md, "Interleaving".
 """
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from ..roofline.hardware import CurvePoint
 from .probe import ConditionsProbe
 from .transformer import DecodeState, Transformer
 
-SAMPLES = 3  # timed samples of each re-measured point per pass, after a warm-up sample: their median (two passes)
+SAMPLES = 3  # timed samples of each re-measured point per pass, after a warm-up sample: their median
 # A sample lasts at least this long (calls back to back, each on the next rotated input set): a step is a long
 # sequence of calls, and on a shared CPU a short call's median sees only the moments between a neighbour's bursts
 # (one of two threads losing a 4 ms scheduler tick doubles a 1 ms GEMM and leaves the median of 1 ms calls as it
@@ -163,8 +164,9 @@ class Interleaver:
 
 @dataclass
 class PointRates:
-    """One point's re-measurement: ``before`` and ``after`` the step's timing (measure_point calls them), then the
-    rates as the profile with the points re-timed (mean of both passes, or either pass alone)."""
+    """One point's re-measurement: a pass per ``sample`` (measure_point calls it between the step's repetitions
+    and after them), then the rates as the profile with the points re-timed (their median over the passes, or
+    one pass alone)."""
 
     owner: Interleaver
     reads: dict[tuple, CurvePoint]
@@ -172,35 +174,31 @@ class PointRates:
     probe: list[float] = field(default_factory=list)
     kept: int = 0  # points read but not re-measured (their profile value stands)
 
-    def before(self, st: DecodeState) -> None:
+    def sample(self, st: DecodeState) -> None:
         self.probe.append(self.owner.probe.measure())
-        self.passes.append(self._sample(st))
-
-    def after(self, st: DecodeState) -> None:
-        self.passes.append(self._sample(st))
-        self.probe.append(self.owner.probe.measure())
-
-    def _sample(self, st: DecodeState) -> Times:
         out: Times = {}
         for key, p in self.reads.items():
             t = (self.owner.time_matmul(p) if isinstance(p, prof.MatmulPoint) else self.owner.time_decode(p, st))
             if t is not None:
                 out[key] = t
         self.kept = len(self.reads) - len(out)
-        return out
+        self.passes.append(out)
 
     @property
     def complete(self) -> bool:
-        return len(self.passes) == 2 and len(self.probe) == 2
+        return len(self.passes) >= 2
 
     @property
     def drift(self) -> float | None:
-        """The memory-read probe after the point relative to before it, minus 1."""
-        return self.probe[1] / self.probe[0] - 1.0 if self.complete else None
+        """The memory-read probe of the last pass relative to the first, minus 1."""
+        return self.probe[-1] / self.probe[0] - 1.0 if self.complete else None
 
-    def profile(self, which: str = "mean") -> prof.Profile:
-        """The profile with the re-timed points: ``which`` "mean" of both passes, "before" or "after" alone."""
-        a, b = self.passes
-        times = a if which == "before" else b if which == "after" else {k: (a[k] + b[k]) / 2 for k in a if k in b}
-        probe = self.probe[0] if which == "before" else self.probe[1] if which == "after" else sum(self.probe) / 2
+    def profile(self, which: int | None = None) -> prof.Profile:
+        """The profile with the re-timed points: their median over every pass, or pass ``which`` alone."""
+        if which is not None:
+            times, probe = self.passes[which], self.probe[which]
+        else:
+            common = set.intersection(*(set(p) for p in self.passes))
+            times = {k: statistics.median(p[k] for p in self.passes) for k in common}
+            probe = statistics.median(self.probe)
         return refreshed(self.owner.profile, times, probe, self.owner.probe.point)

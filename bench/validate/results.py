@@ -52,16 +52,16 @@ class Row:
     flops: float | None = None
     kernels_per_step: int | None = None  # what the overhead term multiplies: counted on GPU, else the census
     kernels_census: int | None = None  # the model's census of kernels per step (ModelSpec.decode_kernels)
-    # CPU (bench/validate/rates.py): the prediction is made from the rates it reads re-measured just before and
-    # just after the step; ``profile_*`` is the prediction from the profile as it was measured before the run.
-    # ``drift``: the memory-read probe after the point relative to before it; ``rates_drift``: the prediction from
-    # the rates measured after the step relative to the one from those measured before. Other processes share
+    # CPU (bench/validate/rates.py): the prediction is made from the rates it reads re-measured between the
+    # step's repetitions (their median); ``profile_*`` is the prediction from the profile as measured before the
+    # run. ``drift``: the memory-read probe of the last pass relative to the first; ``rates_drift``: the largest
+    # move of the prediction from the first pass's rates to a later pass's. Other processes share
     # the CPU and its memory: an ``unsteady`` point is flagged, never corrected.
     profile_predicted_s: float | None = None
     profile_error: float | None = None
     drift: float | None = None
     rates_drift: float | None = None
-    probe_Bps: float | None = None  # the memory-read probe just before the point
+    probe_Bps: float | None = None  # the memory-read probe of the first pass
     rates_remeasured: int | None = None  # curve points the prediction reads that were re-measured beside the step
     rates_kept: int | None = None  # curve points it reads that kept the profile's value (not this step's shapes)
     # the model's parts of its prediction (measured profile): weight GEMMs' compute and weight streaming, attention
@@ -125,7 +125,7 @@ def make_row(model: str, layers: int, batch: int, context: int, *, measured: Tim
 
 def unsteady(row: Row) -> bool:
     """A point measured while the machine moved (CPU, interleaved): the rates its prediction reads moved beyond
-    DRIFT_LIMIT between before and after its step, or the step's own repetitions spread beyond NOISY_SPREAD
+    DRIFT_LIMIT between the passes beside its step, or the step's own repetitions spread beyond NOISY_SPREAD
     (bench.timing's noisy point). The probe's ``drift`` is reported beside it and not counted: a 0.1 s read of the
     probe's buffer swings by 30-50% between two reads seconds apart on a shared machine while the rates of the same
     point stay within 5% (docs/validate.md, "Interleaving"), and the rates are what the prediction is made of."""
