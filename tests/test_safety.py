@@ -380,6 +380,21 @@ def _rank_path(info):
     return list(sys.path)
 
 
+def test_8_a_run_with_failed_points_exits_non_zero_and_keeps_the_rest(tmp_path, fakes, capsys):
+    fakes("f_ok", "f_raise")
+    d = tmp_path / "d"
+    code, out, err = rooflab(capsys, "run", "--device", "cpu", "--out", d)
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert "1 point(s) failed" in line and f"rooflab run --resume {d} --retry-failed" in line, line
+    assert "fake failure" in out  # the failure itself is named in the summary
+    recs = meas.read(d / runner.MEASUREMENTS)
+    assert sorted(m.status for m in recs) == ["failed"] + ["ok"] * 5
+    assert prof.load(d / runner.PROFILE).run.points_failed == 1
+    code, _, err = rooflab(capsys, "run", "--device", "cpu", "--only", "f_ok", "--out", tmp_path / "e")
+    assert code == 0, err
+
+
 # -- 9. data reaches the terminal as text: no markup, no control characters -------------------------------------
 
 
@@ -414,7 +429,7 @@ def test_9_markup_and_control_characters_in_data_are_shown_as_text(tmp_path, cap
     lines[0] = (json.dumps(rec) + "\n").encode()
     (d / runner.MEASUREMENTS).write_bytes(b"".join(lines))
     code, out, err = rooflab(capsys, "run", "--resume", d)
-    assert code == 0, err
+    assert code == 1, err  # the record says failed
     assert "[/oops] [bold]x" in out and "\x1b" not in out
 
 

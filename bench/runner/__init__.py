@@ -87,10 +87,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """What the CLI exits with: 128 + the signal when one stopped the run, else 0."""
-        if not self.interrupted:
-            return 0
-        return 128 + int(getattr(signal, self.signal or "SIGINT", signal.SIGINT))
+        """What the CLI exits with: 128 + the signal when one stopped the run; 1 when a point failed (a kernel
+        that gave a wrong result, a crash, a hang), so that a script or a nightly job sees it although the
+        profile and report of the rest were written; else 0."""
+        if self.interrupted:
+            return 128 + int(getattr(signal, self.signal or "SIGINT", signal.SIGINT))
+        return 1 if self.failures else 0
 
 
 def finish(out: Path, target: Target, selection: list[str], quick: bool, wall_s: float | None,
