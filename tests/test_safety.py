@@ -455,6 +455,22 @@ def test_10_implausible_or_mistyped_numbers_are_refused(path, value, needle):
         prof.validate(doc)
 
 
+@pytest.mark.parametrize("path,value,needle", [
+    (("telemetry", "power_limit_W"), "700", "power_limit_W"),
+    (("telemetry", "sm_clock_Hz"), {"min": 1e-300, "median": 1.98e9, "max": 1.98e9}, "sm_clock_Hz"),
+    (("telemetry", "power_W"), {"min": 100.0, "median": 300.0, "max": 1e12}, "power_W"),
+    (("telemetry", "samples"), True, "samples"),
+    (("telemetry", "peak_conditions"), {"copy": {"measurement": "copy", "throttled": "no"}}, "throttled"),
+])
+def test_10_telemetry_numbers_follow_the_same_rules(path, value, needle):
+    doc = json.loads((TESTS / "fixtures" / "report" / "profile.json").read_text())
+    doc["telemetry"].update(status="ok", points=3, samples=30)
+    prof.validate(doc)
+    doc[path[0]][path[1]] = value
+    with pytest.raises(prof.ProfileError, match=needle):
+        prof.validate(doc)
+
+
 def test_10_booleans_are_booleans():
     doc = json.loads((TESTS / "fixtures" / "report" / "profile.json").read_text())
     doc["run"]["quick"] = "yes"

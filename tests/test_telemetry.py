@@ -385,3 +385,15 @@ def test_real_nvml_sampling_under_load(gpu_target):
         assert w.poll() == [] or all(isinstance(x, int) for x in w.events)
     finally:
         w.close()
+
+
+def test_a_sentinel_value_from_nvml_leaves_the_point_without_telemetry_not_failed():
+    """NVML reports some unreadable fields as 0xFFFFFFFF: a clock of 4.3e15 Hz is no physical value, so the
+    window's summary says telemetry is unavailable and why, instead of raising inside the measured point."""
+    dev = device("healthy_h100_sxm")
+    real = dev.sample
+    dev.sample = lambda processes=False: {**real(processes), "sm_clock_Hz": 0xFFFFFFFF * 1e6}
+    with T.Sampler(dev, interval_s=0.002) as s:
+        time.sleep(0.01)
+    summ = s.summary()
+    assert summ.status == "unavailable" and "outside physical bounds" in summ.reason and "sm_clock_Hz" in summ.reason

@@ -99,6 +99,8 @@ class StrictModel(BaseModel):
                 continue
             low, high = bounds
             v = getattr(self, name)
+            if isinstance(v, BaseModel) and not any(unit_limits(f) for f in type(v).model_fields):
+                v = v.model_dump()  # a unitless record of this field's quantity (min/median/max of a clock)
             for x in v.values() if isinstance(v, dict) else [v]:
                 if isinstance(x, (int, float)) and x != 0 and not low <= abs(x) <= high:
                     raise ValueError(f"{name} = {x:g} is not a physical value (it must be within [{low:g}, {high:g}])")

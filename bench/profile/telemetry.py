@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from .rules import StrictModel
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+# The same rules as every other section: finite, strictly typed, within the bounds of the field's unit (a Stat
+# is held to the unit of the field that holds it: sm_clock_Hz's min/median/max are clocks).
+_Model = StrictModel
 
 
 class Stat(_Model):

@@ -37,7 +37,20 @@ def under_load(sample: dict[str, Any]) -> bool:
 def summarize(samples: list[dict[str, Any]], identity: dict[str, Any] | None = None, health: Health | None = None,
               *, interval_s: float | None = None, duration_s: float | None = None,
               unsupported: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> TelemetrySummary:
-    """One window's summary from its samples (dicts as ``NvmlDevice.sample`` returns them)."""
+    """One window's summary from its samples (dicts as ``NvmlDevice.sample`` returns them). A value no GPU has
+    (NVML reports some unreadable fields as 0xFFFFFFFF) makes the window's telemetry unavailable, with the
+    reason, instead of failing the measurement it describes."""
+    try:
+        return _summary(samples, identity, health, interval_s=interval_s, duration_s=duration_s,
+                        unsupported=unsupported, errors=errors)
+    except ValueError as e:  # pydantic's ValidationError: a number outside its unit's physical bounds
+        return TelemetrySummary(status="unavailable",
+                                reason=f"NVML gave a value outside physical bounds: {' '.join(str(e).split())[:200]}")
+
+
+def _summary(samples: list[dict[str, Any]], identity: dict[str, Any] | None, health: Health | None, *,
+             interval_s: float | None, duration_s: float | None, unsupported: dict[str, str] | None,
+             errors: dict[str, str] | None) -> TelemetrySummary:
     ident = identity or {}
     col = lambda k: [s.get(k) for s in samples]  # noqa: E731
     masks = [s["reasons"] for s in samples if s.get("reasons") is not None]
