@@ -159,14 +159,13 @@ def run(
         import shutil
 
         shutil.rmtree(out_dir, ignore_errors=True)
+    measured = sum(1 for m in res.measurements if m.status == "ok")
     if res.interrupted:
-        measured = sum(1 for m in res.measurements if m.status == "ok")
         raise CLIError(f"interrupted by {res.signal}: wrote the profile and report for the {measured} records "
                        f"measured in {out_dir}; continue with: rooflab run --resume {out_dir}", code=res.exit_code)
     if res.exit_code:
         if quiet:  # rank 0 says it for the launch
             raise typer.Exit(res.exit_code)
-        measured = sum(1 for m in res.measurements if m.status == "ok")
         raise CLIError(f"{len(res.failures)} point(s) failed (listed above and in the report); the profile and "
                        f"report hold the {measured} records measured in {out_dir}; measure the failed points "
                        f"again with: rooflab run --resume {out_dir} --retry-failed", code=res.exit_code)

@@ -1,5 +1,7 @@
 """The telemetry sections of records and profiles: statistics of one window's samples, memory health, and the
-run-level summary. Data only: bench.telemetry fills them from NVML."""
+run-level summary. Data only: bench.telemetry fills them from NVML. The same number rules as every other
+section (StrictModel: finite, strictly typed, within the bounds of the field's unit; a Stat is held to the unit
+of the field that holds it, so sm_clock_Hz's min/median/max are clocks)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,18 +10,14 @@ from pydantic import Field
 
 from .rules import StrictModel
 
-# The same rules as every other section: finite, strictly typed, within the bounds of the field's unit (a Stat
-# is held to the unit of the field that holds it: sm_clock_Hz's min/median/max are clocks).
-_Model = StrictModel
 
-
-class Stat(_Model):
+class Stat(StrictModel):
     min: float
     median: float
     max: float
 
 
-class Health(_Model):
+class Health(StrictModel):
     """Memory-error counters, read once at the end of a window (they change rarely and cost several calls)."""
 
     ecc_enabled: bool | None = None
@@ -36,7 +34,7 @@ class Health(_Model):
     retired_pages_pending: bool | None = None
 
 
-class TelemetrySummary(_Model):
+class TelemetrySummary(StrictModel):
     """What the GPU did during one window (a measured point, or a doctor probe)."""
 
     status: Literal["ok", "unavailable"]
@@ -77,7 +75,7 @@ class TelemetrySummary(_Model):
     errors: dict[str, str] = Field(default_factory=dict)  # field -> unexpected NVML error
 
 
-class Conditions(_Model):
+class Conditions(StrictModel):
     """The conditions one number was measured under (for each peak of a profile)."""
 
     measurement: str
@@ -92,7 +90,7 @@ class Conditions(_Model):
     throttle_reasons: list[str] = Field(default_factory=list)
 
 
-class RunTelemetry(_Model):
+class RunTelemetry(StrictModel):
     """Run-level telemetry in the profile. Ranges: min of the points' minima, median of their medians, max of
     their maxima; clocks-event shares are weighted by each point's sample count."""
 

@@ -5,7 +5,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from ..profile.telemetry import Conditions, Health, RunTelemetry, Stat, TelemetrySummary
+from ..profile.telemetry import Conditions, Health, RunTelemetry, Stat, TelemetrySummary, unavailable
 from .reasons import CLOCKS_EVENT_REASONS, LIMITING_REASONS, REASON_IDLE_BIT
 
 # A window counts as throttled when a limiting reason is active in at least this share of its samples:
@@ -44,8 +44,7 @@ def summarize(samples: list[dict[str, Any]], identity: dict[str, Any] | None = N
         return _summary(samples, identity, health, interval_s=interval_s, duration_s=duration_s,
                         unsupported=unsupported, errors=errors)
     except ValueError as e:  # pydantic's ValidationError: a number outside its unit's physical bounds
-        return TelemetrySummary(status="unavailable",
-                                reason=f"NVML gave a value outside physical bounds: {' '.join(str(e).split())[:200]}")
+        return unavailable(f"NVML gave a value outside physical bounds: {' '.join(str(e).split())[:200]}")
 
 
 def _summary(samples: list[dict[str, Any]], identity: dict[str, Any] | None, health: Health | None, *,
