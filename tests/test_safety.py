@@ -43,6 +43,14 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
+def _finished_run(tmp_path, fakes, cpu_target):
+    """A run folder ``tmp_path/d`` holding a finished run of the three-point fake (in process)."""
+    fakes("f_ok")
+    d = tmp_path / "d"
+    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    return d
+
+
 # -- 1. --force deletes only what a run wrote, never through a symlink; / and home are never an output folder
 
 
@@ -215,9 +223,7 @@ def _append_huge_line(path: Path, size: int) -> None:
 
 
 def test_3_a_huge_line_costs_no_memory(tmp_path, fakes, cpu_target):
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     size = 128 << 20
     _append_huge_line(d / runner.MEASUREMENTS, size)
     tracemalloc.start()
@@ -238,9 +244,7 @@ def test_3_a_huge_line_costs_no_memory(tmp_path, fakes, cpu_target):
 
 
 def test_3_a_log_over_its_limit_is_one_line(tmp_path, fakes, cpu_target):
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     with open(d / runner.MEASUREMENTS, "ab") as f:
         f.truncate(meas.MAX_LOG_BYTES + 1)
     with pytest.raises(RunError, match="limit") as e:
@@ -295,9 +299,7 @@ def test_4_a_run_folder_holds_one_run_at_a_time(tmp_path, fakes, cpu_target):
 
 
 def test_5_resume_refuses_another_devices_records(tmp_path, fakes, cpu_target):
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     lines = _lines(d / runner.MEASUREMENTS)
     rec = json.loads(lines[1])
     rec.update(mode="cuda", device="NVIDIA H100 80GB HBM3", bandwidth_Bps=rec["bandwidth_Bps"] * 100)
@@ -313,9 +315,7 @@ def test_5_resume_refuses_another_devices_records(tmp_path, fakes, cpu_target):
 
 
 def test_6_unreadable_lines_are_moved_aside_and_named(tmp_path, fakes, cpu_target):
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     good = _lines(d / runner.MEASUREMENTS)
     extra = json.loads(good[1])
     extra["from_a_newer_rooflab"] = 1  # a valid record with one field this rooflab does not know
@@ -420,9 +420,7 @@ def test_9_markup_and_control_characters_in_data_are_shown_as_text(tmp_path, cap
     code, out, _ = rooflab(capsys, "profile", "validate", p)
     assert out.count("\n") == 1 and "\\x1b" in out and "\\n" in out
     # the summary of a resumed run, with a record's reason and impl from the file
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     lines = _lines(d / runner.MEASUREMENTS)
     rec = json.loads(lines[0])
     rec.update(status="failed", reason=NASTY, impl=NASTY, timing=None, bandwidth_Bps=None)
@@ -554,9 +552,7 @@ def test_12_ranks_are_checked_against_the_cores(capsys, monkeypatch, cpu_target)
 
 
 def test_12_a_measurements_symlink_is_never_followed(tmp_path, fakes, cpu_target):
-    fakes("f_ok")
-    d = tmp_path / "d"
-    runner.run(["f_ok"], cpu_target, d, isolate=False)
+    d = _finished_run(tmp_path, fakes, cpu_target)
     elsewhere = tmp_path / "elsewhere.jsonl"
     (d / runner.MEASUREMENTS).rename(elsewhere)
     (d / runner.MEASUREMENTS).symlink_to(elsewhere)

@@ -15,18 +15,6 @@ from __future__ import annotations
 from ..telemetry import PCIE_LANE_Bps
 from ..telemetry import pcie_rate_Bps as pcie_link_Bps
 from .diagnosis import diagnose, unavailable_report
-from .health import (
-    check_clocks,
-    check_ecc,
-    check_identity,
-    check_idle,
-    check_mig,
-    check_power_limit,
-    check_row_remap,
-    check_temperature,
-    check_throttling,
-    check_xid,
-)
 from .judge import evaluate
 from .performance import check_hbm, check_host_device, check_matmul, check_pcie_link
 from .probes import MATMUL_N, PROBES, probe_hbm, probe_matmul, probe_pcie
@@ -58,20 +46,10 @@ __all__ = [
     "PCIE_LANE_Bps",
     "ProbeResult",
     "SkuSpec",
-    "check_clocks",
-    "check_ecc",
     "check_hbm",
     "check_host_device",
-    "check_identity",
-    "check_idle",
     "check_matmul",
-    "check_mig",
     "check_pcie_link",
-    "check_power_limit",
-    "check_row_remap",
-    "check_temperature",
-    "check_throttling",
-    "check_xid",
     "diagnose",
     "evaluate",
     "exit_code",
